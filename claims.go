@@ -1,0 +1,239 @@
+package oauth2jwt
+
+import (
+	"bytes"
+	stdjson "encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/go-jose/go-jose/v4/json"
+)
+
+// ClaimsVarKey is the key under which a verified token's *Claims are stored
+// in the request's Caddy variables (caddyhttp.GetVar). Other Go modules
+// should use ClaimsFromRequest.
+const ClaimsVarKey = "oauth2_jwt.claims"
+
+// ClaimsFromRequest returns the verified claims of the request, stored by
+// an oauth2_jwt handler earlier in the chain, or nil and false when the
+// request carried no verified token (a public path, for example).
+func ClaimsFromRequest(r *http.Request) (*Claims, bool) {
+	c, ok := caddyhttp.GetVar(r.Context(), ClaimsVarKey).(*Claims)
+	return c, ok && c != nil
+}
+
+// Claims is the verified payload of a token. It is immutable and safe for
+// concurrent use.
+type Claims struct {
+	provider string
+	raw      []byte                     // the payload JSON, as signed
+	top      map[string]json.RawMessage // top-level members
+	subject  string
+	expiry   time.Time
+	notAfter time.Time // expiry plus leeway: the last instant it is accepted
+}
+
+// Provider returns the name of the provider whose key verified the token.
+func (c *Claims) Provider() string { return c.provider }
+
+// Subject returns the sub claim, or "".
+func (c *Claims) Subject() string { return c.subject }
+
+// Expiry returns the exp claim.
+func (c *Claims) Expiry() time.Time { return c.expiry }
+
+// JSON returns the payload JSON exactly as signed. Do not modify it.
+func (c *Claims) JSON() []byte { return c.raw }
+
+// Raw returns the JSON of the claim at name, looked up as the placeholders
+// do: first a top-level claim named exactly name, else a dotted path into
+// nested objects.
+func (c *Claims) Raw(name string) (json.RawMessage, bool) {
+	if v, ok := c.top[name]; ok {
+		return v, true
+	}
+	if !strings.Contains(name, ".") {
+		return nil, false
+	}
+	cur := c.top
+	for {
+		head, rest, more := strings.Cut(name, ".")
+		v, ok := cur[head]
+		if !ok {
+			return nil, false
+		}
+		if !more {
+			return v, true
+		}
+		if len(v) == 0 || v[0] != '{' {
+			return nil, false
+		}
+		var next map[string]json.RawMessage
+		if err := json.Unmarshal(v, &next); err != nil {
+			return nil, false
+		}
+		// A member of the nested object may itself contain a dot.
+		if v, ok := next[rest]; ok {
+			return v, true
+		}
+		cur, name = next, rest
+	}
+}
+
+// String returns the claim at name formatted as its placeholder is: strings
+// as they are, numbers without exponent where integral, booleans as
+// true/false, arrays of scalars joined with commas, objects as compact JSON,
+// and "" for an absent or null claim.
+func (c *Claims) String(name string) string {
+	v, ok := c.Raw(name)
+	if !ok {
+		return ""
+	}
+	return formatJSON(v)
+}
+
+// Strings returns a claim as a list of strings: a string claim as one item,
+// an array claim item by item (each formatted as String would); nil when the
+// claim is absent.
+func (c *Claims) Strings(name string) []string {
+	v, ok := c.Raw(name)
+	if !ok || len(v) == 0 {
+		return nil
+	}
+	if v[0] != '[' {
+		if s := formatJSON(v); s != "" {
+			return []string{s}
+		}
+		return nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(v, &items); err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		out = append(out, formatJSON(it))
+	}
+	return out
+}
+
+func formatJSON(v []byte) string {
+	if len(v) == 0 {
+		return ""
+	}
+	switch v[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return ""
+		}
+		return s
+	case 'n':
+		return ""
+	case 't', 'f':
+		return string(v)
+	case '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(v, &items); err != nil {
+			return ""
+		}
+		parts := make([]string, 0, len(items))
+		for _, it := range items {
+			if len(it) > 0 && (it[0] == '[' || it[0] == '{') {
+				return compactJSON(v)
+			}
+			parts = append(parts, formatJSON(it))
+		}
+		return strings.Join(parts, ",")
+	case '{':
+		return compactJSON(v)
+	default:
+		return formatNumber(v)
+	}
+}
+
+func compactJSON(v []byte) string {
+	var b bytes.Buffer
+	if err := stdjson.Compact(&b, v); err != nil {
+		return ""
+	}
+	return b.String()
+}
+
+// formatNumber prints a JSON number; integral values print without
+// exponent (1.7672256e+09 prints as 1767225600).
+func formatNumber(v []byte) string {
+	s := string(v)
+	if !strings.ContainsAny(s, ".eE") {
+		return s
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return s
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// replace resolves the placeholders of a verified request. It is given to
+// the replacer with Map, so claims are only formatted when a later handler
+// asks for them.
+func (c *Claims) replace(key string) (any, bool) {
+	switch key {
+	case "http.auth.user.id":
+		return c.subject, true
+	case "http.auth.jwt.provider":
+		return c.provider, true
+	case "http.auth.jwt.claims_json":
+		return string(c.raw), true
+	case "http.auth.jwt.error":
+		return "", true
+	}
+	if name, ok := strings.CutPrefix(key, "http.auth.jwt.claims."); ok {
+		return c.String(name), true
+	}
+	if strings.HasPrefix(key, "http.auth.jwt.") {
+		return "", true
+	}
+	return nil, false
+}
+
+// anonymousPlaceholders resolves the module's placeholders to "" on
+// requests that pass without a verified token, so they never print as
+// their literal text. Values set statically (for example
+// {http.auth.jwt.error} on a rejection) take precedence in the replacer.
+func anonymousPlaceholders(key string) (any, bool) {
+	if strings.HasPrefix(key, "http.auth.jwt.") {
+		return "", true
+	}
+	return nil, false
+}
+
+// numericDate parses an RFC 7519 NumericDate: a JSON number of seconds
+// since the epoch, non-negative and within int64 seconds.
+func numericDate(v json.RawMessage) (time.Time, bool) {
+	if len(v) == 0 || v[0] == '"' || v[0] == '-' || v[0] == '{' || v[0] == '[' || v[0] == 't' || v[0] == 'f' || v[0] == 'n' {
+		return time.Time{}, false
+	}
+	s := string(v)
+	if !strings.ContainsAny(s, ".eE") {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n > maxNumericDate {
+			return time.Time{}, false
+		}
+		return time.Unix(n, 0), true
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// maxNumericDate is the year 9999: later dates are refused as invalid
+// rather than overflowing time arithmetic.
+const maxNumericDate = 253402300799

@@ -1,0 +1,331 @@
+package oauth2jwt
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Shared test helpers: an identity provider on 127.0.0.1 (discovery and
+// JWKS from httptest), signing keys for every algorithm family, token
+// minting, and a way to run the handler on a request as Caddy would.
+
+// testKey is a private signing key with its public JWK.
+type testKey struct {
+	kid  string
+	alg  jose.SignatureAlgorithm
+	priv crypto.Signer // nil for HMAC
+	hmac []byte
+}
+
+// public returns the key's public JWK as the IdP publishes it.
+func (k *testKey) public() jose.JSONWebKey {
+	if k.hmac != nil {
+		return jose.JSONWebKey{Key: k.hmac, KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
+	}
+	return jose.JSONWebKey{Key: k.priv.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
+}
+
+var (
+	rsaKeyMu sync.Mutex
+	rsaKeys    []*rsa.PrivateKey
+)
+
+// rsaKey returns a 2048-bit RSA key; generated keys are reused across tests
+// (by index) because generation is slow.
+func rsaKey(i int) *rsa.PrivateKey {
+	rsaKeyMu.Lock()
+	defer rsaKeyMu.Unlock()
+	for len(rsaKeys) <= i {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		rsaKeys = append(rsaKeys, k)
+	}
+	return rsaKeys[i]
+}
+
+// newTestKey makes a key for alg. RSA keys are drawn from a shared pool:
+// pass distinct n to get distinct RSA keys.
+func newTestKey(t testing.TB, kid string, alg jose.SignatureAlgorithm, n int) *testKey {
+	t.Helper()
+	k := &testKey{kid: kid, alg: alg}
+	var err error
+	switch algClass(alg) {
+	case classRSA:
+		k.priv = rsaKey(n)
+	case classP256:
+		k.priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case classP384:
+		k.priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case classP521:
+		k.priv, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	case classEd25519:
+		_, k.priv, err = ed25519.GenerateKey(rand.Reader)
+	case classOct:
+		k.hmac = make([]byte, 32)
+		_, err = rand.Read(k.hmac)
+	default:
+		t.Fatalf("no key for %s", alg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// sign mints a compact JWS of claims with the key. extra header members are
+// added to the protected header (typ defaults to JWT).
+func (k *testKey) sign(t testing.TB, claims any, extra map[jose.HeaderKey]any) string {
+	t.Helper()
+	var key any = k.priv
+	if k.hmac != nil {
+		key = k.hmac
+	}
+	opts := (&jose.SignerOptions{}).WithType("JWT")
+	if k.kid != "" {
+		opts = opts.WithHeader("kid", k.kid)
+	}
+	for name, v := range extra {
+		opts = opts.WithHeader(name, v)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// claimsFor returns standard valid claims for issuer and audience.
+func claimsFor(iss, aud string) map[string]any {
+	now := time.Now()
+	return map[string]any{
+		"iss": iss,
+		"aud": aud,
+		"sub": "user-42",
+		"iat": now.Unix(),
+		"nbf": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(),
+	}
+}
+
+// testIdP is an identity provider on 127.0.0.1 serving a discovery
+// document and a JWKS that tests can change.
+type testIdP struct {
+	srv       *httptest.Server
+	mu        sync.Mutex
+	keys      []jose.JSONWebKey
+	rawJWKS   []byte // when set, served instead of keys
+	status    int    // when non-zero, the JWKS answers this status
+	issuerDoc string // issuer written in the discovery document; default: the server URL
+	jwksHits  atomic.Int64
+	discHits  atomic.Int64
+	maxAge    int
+}
+
+func newTestIdP(t testing.TB, keys ...*testKey) *testIdP {
+	t.Helper()
+	idp := &testIdP{}
+	for _, k := range keys {
+		idp.keys = append(idp.keys, k.public())
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		idp.discHits.Add(1)
+		idp.mu.Lock()
+		iss := idp.issuerDoc
+		idp.mu.Unlock()
+		if iss == "" {
+			iss = idp.srv.URL
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": iss, "jwks_uri": idp.srv.URL + "/jwks"})
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		idp.jwksHits.Add(1)
+		idp.mu.Lock()
+		status, raw, maxAge := idp.status, idp.rawJWKS, idp.maxAge
+		set := jose.JSONWebKeySet{Keys: append([]jose.JSONWebKey(nil), idp.keys...)}
+		idp.mu.Unlock()
+		if status != 0 {
+			http.Error(w, "failing on purpose", status)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if maxAge > 0 {
+			w.Header().Set("Cache-Control", "public, max-age="+itoa(maxAge))
+		}
+		if raw != nil {
+			_, _ = w.Write(raw)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(set)
+	})
+	idp.srv = httptest.NewServer(mux)
+	t.Cleanup(idp.srv.Close)
+	return idp
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func (idp *testIdP) url() string { return idp.srv.URL }
+
+// setKeys replaces the published keys.
+func (idp *testIdP) setKeys(keys ...*testKey) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	idp.keys = nil
+	for _, k := range keys {
+		idp.keys = append(idp.keys, k.public())
+	}
+}
+
+func (idp *testIdP) setStatus(status int) {
+	idp.mu.Lock()
+	idp.status = status
+	idp.mu.Unlock()
+}
+
+func (idp *testIdP) setRawJWKS(raw string) {
+	idp.mu.Lock()
+	idp.rawJWKS = []byte(raw)
+	idp.mu.Unlock()
+}
+
+// provisionHandler provisions h in a fresh Caddy context and cleans it up
+// at the end of the test.
+func provisionHandler(t testing.TB, h *Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := h.Provision(ctx); err != nil {
+		cancel()
+		t.Fatalf("provision: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		cancel()
+		t.Fatalf("validate: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = h.Cleanup()
+		cancel()
+	})
+	return h
+}
+
+// waitForKeys waits until every remote provider of h has keys (the first
+// fetch runs in the background).
+func waitForKeys(t testing.TB, h *Handler) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range h.verifier.byIssuer {
+		for {
+			if _, aerr := p.keys.keys(); aerr == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("provider %q: keys not loaded in time", p.name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// result is what one request through the handler produced.
+type result struct {
+	status   int // 200 when next was called, else the caddyhttp.HandlerError status
+	err      error
+	header   http.Header
+	repl     *caddy.Replacer
+	nextSeen *http.Request
+}
+
+// placeholder returns a placeholder's value as Caddy would render it.
+func (r result) placeholder(name string) string {
+	return r.repl.ReplaceKnown("{"+name+"}", "")
+}
+
+// serve runs one request through h as Caddy's server would.
+func serve(t testing.TB, h *Handler, req *http.Request) result {
+	t.Helper()
+	repl := caddy.NewReplacer()
+	w := httptest.NewRecorder()
+	req = caddyhttp.PrepareRequest(req, repl, w, nil)
+	res := result{repl: repl, status: http.StatusOK}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		res.nextSeen = r
+		return nil
+	})
+	res.err = h.ServeHTTP(w, req, next)
+	res.header = w.Header()
+	if res.err != nil {
+		var he caddyhttp.HandlerError
+		if !asHandlerError(res.err, &he) {
+			t.Fatalf("error is not a caddyhttp.HandlerError: %v", res.err)
+		}
+		res.status = he.StatusCode
+	}
+	return res
+}
+
+func asHandlerError(err error, he *caddyhttp.HandlerError) bool {
+	e, ok := err.(caddyhttp.HandlerError)
+	if ok {
+		*he = e
+	}
+	return ok
+}
+
+// bearer builds a GET request with an Authorization: Bearer header.
+func bearer(token string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req
+}
+
+// expectReason asserts the status, the reason placeholder and the
+// challenge of a rejected request.
+func expectReason(t testing.TB, res result, status int, code string) {
+	t.Helper()
+	if res.status != status {
+		t.Fatalf("status = %d, want %d (err %v)", res.status, status, res.err)
+	}
+	if got := res.placeholder("http.auth.jwt.error"); got != code {
+		t.Fatalf("{http.auth.jwt.error} = %q, want %q (err %v)", got, code, res.err)
+	}
+	if status != http.StatusOK && !strings.HasPrefix(res.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Fatalf("WWW-Authenticate = %q, want a Bearer challenge", res.header.Get("WWW-Authenticate"))
+	}
+	if status == http.StatusOK && res.nextSeen == nil {
+		t.Fatalf("next handler not called")
+	}
+	if status != http.StatusOK && res.nextSeen != nil {
+		t.Fatalf("next handler called on a rejected request")
+	}
+}

@@ -1,0 +1,501 @@
+// Package oauth2jwt is a Caddy HTTP handler that protects what follows it
+// with JWT bearer tokens issued by OAuth2 / OpenID Connect providers.
+package oauth2jwt
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	jose "github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Default values of the configuration.
+const (
+	defaultMaxTokenSize    = 16384
+	defaultLeeway          = 60 * time.Second
+	defaultMinRefresh      = time.Minute
+	defaultFetchTimeout    = 10 * time.Second
+	defaultMaxStale        = 24 * time.Hour
+	maxConfigMaxTokenSize  = 1 << 20
+	discoveryWellKnownPath = "/.well-known/openid-configuration"
+)
+
+// Handler authenticates requests with JWT bearer tokens from OAuth2 /
+// OpenID Connect providers. A request outside the public paths must carry
+// `Authorization: Bearer <token>`; the token's `iss` selects the provider,
+// whose cached JWKS keys verify the signature; then issuer, audience,
+// expiry, not-before and issued-at are checked.
+//
+// Responses: a missing token answers 400 (or missing_token_status), a
+// malformed Authorization header 400, a token failing any check 401, and a
+// provider without usable keys 503 with Retry-After; all carry an RFC 6750
+// `WWW-Authenticate: Bearer` challenge and are returned as Caddy errors, so
+// `handle_errors` can shape the body.
+//
+// On success these placeholders are set for later handlers:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.auth.user.id}` | the `sub` claim (shown as `user_id` in access logs)
+// `{http.auth.jwt.provider}` | the name of the provider that verified the token
+// `{http.auth.jwt.claims.<name>}` | a claim: a top-level claim named exactly `<name>`, else a dotted path into nested objects
+// `{http.auth.jwt.claims_json}` | the whole payload as JSON
+// `{http.auth.jwt.error}` | on failure, the reason code (`expired`, `bad_signature`, ...)
+//
+// Placeholders of requests that pass without a verified token are empty.
+type Handler struct {
+	// Providers, by name, whose tokens are accepted. Each token's `iss`
+	// claim selects exactly one provider.
+	Providers map[string]*Provider `json:"providers,omitempty"`
+
+	// Request paths that need no token, as Caddy path matcher patterns
+	// (`/health`, `/public/*`, ...).
+	PublicPaths []string `json:"public_paths,omitempty"`
+
+	// The realm attribute of the WWW-Authenticate challenge. By default
+	// the challenge has no realm.
+	Realm string `json:"realm,omitempty"`
+
+	// The longest accepted token, in bytes; longer tokens are refused
+	// before any decoding. Default: 16384.
+	MaxTokenSize int `json:"max_token_size,omitempty"`
+
+	// The status answered when a request has no bearer token: 400 (the
+	// default, as starlette-oauth2-api) or 401 (RFC 6750's choice).
+	MissingTokenStatus int `json:"missing_token_status,omitempty"`
+
+	verifier   verifier
+	public     caddyhttp.MatchPath
+	challenges challenges
+	missing    int
+	names      []string // provider names, sorted
+	poolKeys   []string // cachePool keys this instance holds
+	logger     *zap.Logger
+}
+
+// Provider is one identity provider whose tokens are accepted.
+type Provider struct {
+	// The issuer, compared exactly (byte for byte) with the token's `iss`
+	// claim. Required.
+	Issuer string `json:"issuer,omitempty"`
+
+	// The accepted audiences: the token's `aud` must contain at least one.
+	// Required.
+	Audiences []string `json:"audiences,omitempty"`
+
+	// The URL of the provider's JWK Set. At most one of jwks_uri,
+	// discovery_uri and jwks_file may be set; with none, OpenID discovery
+	// at `<issuer>/.well-known/openid-configuration` is used.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// The URL of an OpenID Provider configuration document, whose
+	// `issuer` must equal Issuer and whose `jwks_uri` is then used.
+	DiscoveryURI string `json:"discovery_uri,omitempty"`
+
+	// A local JWK Set file, read once at provision. Only keys from a file
+	// may be symmetric (`oct`) keys for HS256/HS384/HS512.
+	JWKSFile string `json:"jwks_file,omitempty"`
+
+	// The allowed signature algorithms. Default: RS256 RS384 RS512 PS256
+	// PS384 PS512 ES256 ES384 ES512 EdDSA. HS256/HS384/HS512 are allowed
+	// only when listed and the keys come from jwks_file. `none` is never
+	// allowed.
+	Algorithms []string `json:"algorithms,omitempty"`
+
+	// Clock skew allowed when checking exp, nbf and iat. Default: 60s.
+	Leeway *caddy.Duration `json:"leeway,omitempty"`
+
+	// How often the keys are refetched. By default the JWKS response's
+	// Cache-Control max-age, bounded to [1m, 24h], else 1h (jittered, and
+	// at most half of max_stale).
+	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
+
+	// At most one refetch for an unknown `kid` per this interval; it also
+	// caps the retry backoff after a failed fetch. Default: 1m.
+	MinRefreshInterval caddy.Duration `json:"min_refresh_interval,omitempty"`
+
+	// Timeout of each JWKS or discovery request. Default: 10s.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// How long the last good keys keep being used while fetches fail;
+	// past that the provider answers 503 until a fetch succeeds.
+	// Default: 24h.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+
+	// Allow plain http:// key URLs on non-loopback hosts (logged as a
+	// warning). http:// on loopback hosts is always allowed.
+	InsecureHTTP bool `json:"insecure_http,omitempty"`
+
+	// Require RFC 9068 access tokens: header `typ` must be `at+jwt` (or
+	// `application/at+jwt`, compared case-insensitively), and the `sub`,
+	// `client_id`, `iat` and `jti` claims must be present. The only
+	// accepted value is `at+jwt`.
+	RequireTyp string `json:"require_typ,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oauth2_jwt",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler: defaults, providers, key caches.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.MaxTokenSize == 0 {
+		h.MaxTokenSize = defaultMaxTokenSize
+	}
+	h.missing = h.MissingTokenStatus
+	if h.missing == 0 {
+		h.missing = http.StatusBadRequest
+	}
+	if err := h.checkGlobal(); err != nil {
+		return err
+	}
+	h.challenges = buildChallenges(h.Realm, h.missing)
+
+	if len(h.PublicPaths) > 0 {
+		h.public = caddyhttp.MatchPath(append([]string(nil), h.PublicPaths...))
+		if err := h.public.Provision(ctx); err != nil {
+			return fmt.Errorf("public_paths: %w", err)
+		}
+	}
+
+	if len(h.Providers) == 0 {
+		return errors.New("at least one provider is required")
+	}
+	h.names = make([]string, 0, len(h.Providers))
+	for name := range h.Providers {
+		h.names = append(h.names, name)
+	}
+	sort.Strings(h.names)
+
+	repl := caddy.NewReplacer()
+	h.verifier = verifier{
+		byIssuer:     make(map[string]*provider, len(h.Providers)),
+		maxTokenSize: h.MaxTokenSize,
+		now:          time.Now,
+	}
+	var all algSet
+	for _, name := range h.names {
+		cfg := h.Providers[name]
+		if cfg == nil {
+			return fmt.Errorf("provider %q: empty configuration", name)
+		}
+		p, err := h.provisionProvider(name, cfg.expanded(repl))
+		if err != nil {
+			return err
+		}
+		if other, dup := h.verifier.byIssuer[p.issuer]; dup {
+			return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q", name, p.issuer, other.name)
+		}
+		h.verifier.byIssuer[p.issuer] = p
+		all |= p.algs
+	}
+	h.verifier.parseAlgs = all.list()
+	return nil
+}
+
+// expanded returns a copy with global placeholders ({env.*}, ...) in its
+// strings replaced.
+func (p *Provider) expanded(repl *caddy.Replacer) *Provider {
+	c := *p
+	c.Issuer = repl.ReplaceKnown(p.Issuer, "")
+	c.JWKSURI = repl.ReplaceKnown(p.JWKSURI, "")
+	c.DiscoveryURI = repl.ReplaceKnown(p.DiscoveryURI, "")
+	c.JWKSFile = repl.ReplaceKnown(p.JWKSFile, "")
+	c.Audiences = make([]string, len(p.Audiences))
+	for i, a := range p.Audiences {
+		c.Audiences[i] = repl.ReplaceKnown(a, "")
+	}
+	return &c
+}
+
+// checkGlobal validates the handler-level options.
+func (h *Handler) checkGlobal() error {
+	if h.MaxTokenSize < 0 || h.MaxTokenSize > maxConfigMaxTokenSize {
+		return fmt.Errorf("max_token_size: %d is not between 1 and %d", h.MaxTokenSize, maxConfigMaxTokenSize)
+	}
+	switch h.MissingTokenStatus {
+	case 0, http.StatusBadRequest, http.StatusUnauthorized:
+	default:
+		return fmt.Errorf("missing_token_status: %d is not 400 or 401", h.MissingTokenStatus)
+	}
+	for _, c := range h.Realm {
+		if c < 0x20 || c == 0x7f {
+			return errors.New("realm: contains a control character")
+		}
+	}
+	return nil
+}
+
+// check validates one provider's configuration; errors name the field.
+// It does not modify the provider.
+func (p *Provider) check() error {
+	if p.Issuer == "" {
+		return errors.New("issuer: required")
+	}
+	if strings.TrimSpace(p.Issuer) != p.Issuer {
+		return fmt.Errorf("issuer: %q has leading or trailing white space", p.Issuer)
+	}
+	if len(p.Audiences) == 0 {
+		return errors.New("audience: at least one is required")
+	}
+	for _, a := range p.Audiences {
+		if a == "" {
+			return errors.New("audience: empty value")
+		}
+	}
+	sources := 0
+	for _, s := range []string{p.JWKSURI, p.DiscoveryURI, p.JWKSFile} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources > 1 {
+		return errors.New("jwks_uri, discovery and jwks_file: only one key source may be set")
+	}
+	for field, raw := range map[string]string{"jwks_uri": p.JWKSURI, "discovery": p.DiscoveryURI} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if err := checkFetchURL(u, p.InsecureHTTP); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+	}
+	if sources == 0 {
+		u, err := url.Parse(p.Issuer)
+		if err != nil {
+			return fmt.Errorf("issuer: %w (no key source is set, so discovery at the issuer is used)", err)
+		}
+		if err := checkFetchURL(u, p.InsecureHTTP); err != nil {
+			return fmt.Errorf("issuer: %w (no key source is set, so discovery at the issuer is used)", err)
+		}
+	}
+	algs, hmac, err := parseAlgorithms(p.Algorithms)
+	if err != nil {
+		return err
+	}
+	if hmac && p.JWKSFile == "" {
+		return errors.New("algorithms: HS256/HS384/HS512 require keys from a local jwks_file, never keys fetched over the network")
+	}
+	_ = algs
+	if p.Leeway != nil && *p.Leeway < 0 {
+		return errors.New("leeway: must not be negative")
+	}
+	for field, d := range map[string]caddy.Duration{
+		"refresh_interval": p.RefreshInterval, "min_refresh_interval": p.MinRefreshInterval,
+		"fetch_timeout": p.FetchTimeout, "max_stale": p.MaxStale,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s: must not be negative", field)
+		}
+	}
+	maxStale := durationOr(p.MaxStale, defaultMaxStale)
+	if p.RefreshInterval > 0 && time.Duration(p.RefreshInterval) >= maxStale {
+		return fmt.Errorf("refresh_interval: %s must be shorter than max_stale (%s)", time.Duration(p.RefreshInterval), maxStale)
+	}
+	if p.RequireTyp != "" && !strings.EqualFold(p.RequireTyp, "at+jwt") {
+		return fmt.Errorf("require_typ: %q is not supported (only at+jwt)", p.RequireTyp)
+	}
+	return nil
+}
+
+// parseAlgorithms turns an allow-list into a set; it reports whether it
+// holds an HMAC algorithm.
+func parseAlgorithms(names []string) (algSet, bool, error) {
+	if len(names) == 0 {
+		names = defaultAlgs
+	}
+	var set algSet
+	hmac := false
+	for _, n := range names {
+		alg := jose.SignatureAlgorithm(n)
+		if strings.EqualFold(n, "none") {
+			return 0, false, errors.New(`algorithms: "none" is never allowed`)
+		}
+		b := algBit(alg)
+		if b == 0 {
+			return 0, false, fmt.Errorf("algorithms: unknown algorithm %q", n)
+		}
+		if algClass(alg) == classOct {
+			hmac = true
+		}
+		set |= b
+	}
+	return set, hmac, nil
+}
+
+func durationOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// provisionProvider builds the runtime provider and acquires its keys.
+func (h *Handler) provisionProvider(name string, cfg *Provider) (*provider, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("provider %q: %w", name, err)
+	}
+	algs, _, _ := parseAlgorithms(cfg.Algorithms)
+	p := &provider{
+		name:      name,
+		issuer:    cfg.Issuer,
+		audiences: cfg.Audiences,
+		algs:      algs,
+		leeway:    defaultLeeway,
+		requireAT: cfg.RequireTyp != "",
+	}
+	if cfg.Leeway != nil {
+		p.leeway = time.Duration(*cfg.Leeway)
+	}
+
+	if cfg.JWKSFile != "" {
+		ks, skipped, err := loadJWKSFile(cfg.JWKSFile, algs&(algBit(jose.HS256)|algBit(jose.HS384)|algBit(jose.HS512)) != 0)
+		for _, s := range skipped {
+			h.logger.Warn("skipping unusable key in jwks_file", zap.String("provider", name), zap.String("file", cfg.JWKSFile), zap.String("kid", s.kid), zap.String("reason", s.reason))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("provider %q: jwks_file: %w", name, err)
+		}
+		p.keys = staticKeys{set: ks}
+		return p, nil
+	}
+
+	fc := fetchConfig{
+		jwksURI:         cfg.JWKSURI,
+		discoveryURI:    cfg.DiscoveryURI,
+		issuer:          cfg.Issuer,
+		refreshInterval: time.Duration(cfg.RefreshInterval),
+		minRefresh:      durationOr(cfg.MinRefreshInterval, defaultMinRefresh),
+		fetchTimeout:    durationOr(cfg.FetchTimeout, defaultFetchTimeout),
+		maxStale:        durationOr(cfg.MaxStale, defaultMaxStale),
+		insecureHTTP:    cfg.InsecureHTTP,
+	}
+	if fc.jwksURI == "" && fc.discoveryURI == "" {
+		fc.discoveryURI = strings.TrimSuffix(cfg.Issuer, "/") + discoveryWellKnownPath
+	}
+	if cfg.InsecureHTTP {
+		h.logger.Warn("insecure_http: keys may be fetched over plain HTTP, which lets a network attacker substitute them",
+			zap.String("provider", name), zap.String("url", fc.sourceURL()))
+	}
+	key := fc.poolKey()
+	val, _, err := cachePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		c := newJWKSCache(fc)
+		c.start()
+		return c, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: key cache: %w", name, err)
+	}
+	h.poolKeys = append(h.poolKeys, key)
+	p.keys = val.(*jwksCache)
+	return p, nil
+}
+
+// Validate checks the configuration without changing it.
+func (h *Handler) Validate() error {
+	if err := h.checkGlobal(); err != nil {
+		return err
+	}
+	if len(h.Providers) == 0 {
+		return errors.New("at least one provider is required")
+	}
+	return nil
+}
+
+// Cleanup releases the key caches this instance acquired.
+func (h *Handler) Cleanup() error {
+	var errs []error
+	for _, key := range h.poolKeys {
+		if _, err := cachePool.Delete(key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	h.poolKeys = nil
+	return errors.Join(errs...)
+}
+
+// ServeHTTP authenticates the request and calls next on success.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if h.public != nil {
+		if ok, err := h.public.MatchWithError(r); err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		} else if ok {
+			if repl != nil {
+				repl.Map(anonymousPlaceholders)
+			}
+			return next.ServeHTTP(w, r)
+		}
+	}
+
+	token, aerr := bearerToken(r.Header, h.MaxTokenSize)
+	if aerr != nil {
+		return h.reject(w, repl, nil, aerr)
+	}
+	claims, p, aerr := h.verifier.verify(r.Context(), token)
+	if aerr != nil {
+		return h.reject(w, repl, p, aerr)
+	}
+	if repl != nil {
+		repl.Map(claims.replace)
+	}
+	caddyhttp.SetVar(r.Context(), ClaimsVarKey, claims)
+	return next.ServeHTTP(w, r)
+}
+
+// reject answers a failed authentication: the challenge header, the reason
+// placeholder, a debug log line, and a Caddy error with the status.
+func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, p *provider, e *authError) error {
+	info := reasons[e.reason]
+	status := info.status
+	if e.reason == reasonMissingToken {
+		status = h.missing
+	}
+	hdr := w.Header()
+	hdr.Set("WWW-Authenticate", h.challenges[e.reason])
+	if e.reason == reasonUnavailable {
+		hdr.Set("Retry-After", retryAfterHeader(e.retryAfter))
+	}
+	if repl != nil {
+		repl.Set("http.auth.jwt.error", info.code)
+		repl.Map(anonymousPlaceholders)
+	}
+	if ce := h.logger.Check(zapcore.DebugLevel, "bearer token rejected"); ce != nil {
+		name := ""
+		if p != nil {
+			name = p.name
+		}
+		ce.Write(zap.String("provider", name), zap.String("reason", info.code), zap.String("detail", e.detail), zap.Int("status", status))
+	}
+	return caddyhttp.Error(status, e)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
