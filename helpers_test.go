@@ -45,7 +45,7 @@ func (k *testKey) public() jose.JSONWebKey {
 
 var (
 	rsaKeyMu sync.Mutex
-	rsaKeys    []*rsa.PrivateKey
+	rsaKeys  []*rsa.PrivateKey
 )
 
 // rsaKey returns a 2048-bit RSA key; generated keys are reused across tests

@@ -57,7 +57,7 @@ type keySource interface {
 // staticKeys is a key set loaded once from a local jwks_file.
 type staticKeys struct{ set *keySet }
 
-func (s staticKeys) keys() (*keySet, *authError)                  { return s.set, nil }
+func (s staticKeys) keys() (*keySet, *authError)                   { return s.set, nil }
 func (s staticKeys) refreshForKid(context.Context, string) *keySet { return nil }
 
 // loadJWKSFile reads and parses a local JWKS file.
