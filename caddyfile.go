@@ -39,11 +39,30 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_stale            <duration>
 //			insecure_http
 //			require_typ          at+jwt
+//			tenants              <tenant id>... | *
 //		}
 //		public_paths         <path> [<path>...]
 //		realm                <realm>
 //		max_token_size       <bytes>
 //		missing_token_status 400|401
+//		cache_size           <entries>
+//		require scope <scope> [<scope>...]
+//		require claim <path> <value> [<value>...]
+//		require any {
+//			scope <scope>...
+//			claim <path> <value>...
+//		}
+//		forward_claim        <path> <header>
+//		forward_claims_json  <header>
+//		strip_authorization
+//		token_source         header <name> [<scheme>] | cookie <name> | query <param>
+//		allow_missing
+//		allow_cors_preflight
+//		resource_metadata {
+//			resource         <https URL of the API>
+//			scopes_supported <scope>...
+//		}
+//		error_format         json
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -114,6 +133,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxTokenSize = n
 
+		case "cache_size":
+			if err := once(opt); err != nil {
+				return err
+			}
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 || n > maxCacheSize {
+				return d.Errf("cache_size: %q is not a number of entries between 0 and %d", s, maxCacheSize)
+			}
+			h.CacheSize = &n
+
 		case "missing_token_status":
 			if err := once(opt); err != nil {
 				return err
@@ -127,6 +160,106 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("missing_token_status: %q is not 400 or 401", s)
 			}
 			h.MissingTokenStatus = n
+
+		case "require":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			q, err := parseRequirement(d)
+			if err != nil {
+				return err
+			}
+			h.Require = append(h.Require, q)
+
+		case "forward_claim":
+			var claim, header string
+			if !d.AllArgs(&claim, &header) {
+				return d.ArgErr()
+			}
+			h.ForwardClaims = append(h.ForwardClaims, ClaimHeader{Claim: claim, Header: header})
+
+		case "forward_claims_json":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if !d.AllArgs(&h.ForwardClaimsJSON) {
+				return d.ArgErr()
+			}
+
+		case "strip_authorization", "allow_missing", "allow_cors_preflight":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "strip_authorization":
+				h.StripAuthorization = true
+			case "allow_missing":
+				h.AllowMissing = true
+			default:
+				h.AllowCORSPreflight = true
+			}
+
+		case "token_source":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.ArgErr()
+			}
+			var src TokenSource
+			switch {
+			case args[0] == "header" && len(args) <= 3:
+				src.Header = args[1]
+				if len(args) == 3 {
+					src.Scheme = args[2]
+				}
+			case args[0] == "cookie" && len(args) == 2:
+				src.Cookie = args[1]
+			case args[0] == "query" && len(args) == 2:
+				src.Query = args[1]
+			default:
+				return d.Errf("token_source: expected 'header <name> [<scheme>]', 'cookie <name>' or 'query <param>'")
+			}
+			if err := src.check(); err != nil {
+				return d.WrapErr(err)
+			}
+			h.TokenSources = append(h.TokenSources, src)
+
+		case "resource_metadata":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.ResourceMetadata = new(ResourceMetadata)
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "resource":
+					if !d.AllArgs(&h.ResourceMetadata.Resource) {
+						return d.ArgErr()
+					}
+				case "scopes_supported":
+					h.ResourceMetadata.ScopesSupported = append(h.ResourceMetadata.ScopesSupported, d.RemainingArgs()...)
+				default:
+					return d.Errf("resource_metadata: unrecognized option %q", d.Val())
+				}
+			}
+			if h.ResourceMetadata.Resource == "" {
+				return d.Err("resource_metadata: resource is required")
+			}
+
+		case "error_format":
+			if err := once(opt); err != nil {
+				return err
+			}
+			if !d.AllArgs(&h.ErrorFormat) {
+				return d.ArgErr()
+			}
+			if h.ErrorFormat != "json" {
+				return d.Errf("error_format: %q is not json", h.ErrorFormat)
+			}
 
 		default:
 			return d.Errf("unrecognized oauth2_jwt option %q", opt)
@@ -221,6 +354,11 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			p.InsecureHTTP = true
 		case "require_typ":
 			err = oneArg(&p.RequireTyp)
+		case "tenants":
+			p.Tenants = d.RemainingArgs()
+			if len(p.Tenants) == 0 {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("provider %q: unrecognized option %q", name, opt)
 		}
@@ -231,11 +369,50 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 	return nil
 }
 
+// parseRequirement reads one requirement, the cursor on its kind:
+// `scope <s>...`, `claim <path> <value>...` or `any { <requirement>... }`.
+func parseRequirement(d *caddyfile.Dispenser) (Requirement, error) {
+	var q Requirement
+	switch kind := d.Val(); kind {
+	case "scope", "scopes":
+		q.Scopes = d.RemainingArgs()
+		if len(q.Scopes) == 0 {
+			return q, d.ArgErr()
+		}
+	case "claim":
+		args := d.RemainingArgs()
+		if len(args) < 2 {
+			return q, d.ArgErr()
+		}
+		q.Claim, q.Values = args[0], args[1:]
+	case "any":
+		if d.NextArg() {
+			return q, d.ArgErr()
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			sub, err := parseRequirement(d)
+			if err != nil {
+				return q, err
+			}
+			q.Any = append(q.Any, sub)
+		}
+		if len(q.Any) == 0 {
+			return q, d.Err("require any: the block needs at least one requirement")
+		}
+	default:
+		return q, d.Errf("%v, got %q", errNoRequirementKind, kind)
+	}
+	if err := q.check("require"); err != nil {
+		return q, d.WrapErr(err)
+	}
+	return q, nil
+}
+
 // checkUnlessPlaceholders validates the provider now, unless a value holds
 // a runtime placeholder ({env.*}, ...), which Provision expands and checks.
 func (p *Provider) checkUnlessPlaceholders() error {
 	for _, s := range append([]string{p.Issuer, p.JWKSURI, p.DiscoveryURI, p.JWKSFile}, p.Audiences...) {
-		if strings.Contains(s, "{") {
+		if strings.Contains(strings.ReplaceAll(s, tenantVar, ""), "{") {
 			return nil
 		}
 	}

@@ -30,15 +30,21 @@ func ClaimsFromRequest(r *http.Request) (*Claims, bool) {
 // concurrent use.
 type Claims struct {
 	provider string
+	tenant   string                     // the tenant of a multi-tenant issuer, or ""
 	raw      []byte                     // the payload JSON, as signed
 	top      map[string]json.RawMessage // top-level members
 	subject  string
 	expiry   time.Time
-	notAfter time.Time // expiry plus leeway: the last instant it is accepted
+	notAfter time.Time // expiry plus leeway: accepted strictly before this
+	// notBefore is max(nbf, iat) minus leeway: accepted from this instant.
+	notBefore time.Time
 }
 
 // Provider returns the name of the provider whose key verified the token.
 func (c *Claims) Provider() string { return c.provider }
+
+// Tenant returns the tenant matched by a multi-tenant issuer template, or "".
+func (c *Claims) Tenant() string { return c.tenant }
 
 // Subject returns the sub claim, or "".
 func (c *Claims) Subject() string { return c.subject }
@@ -187,6 +193,8 @@ func (c *Claims) replace(key string) (any, bool) {
 		return c.subject, true
 	case "http.auth.jwt.provider":
 		return c.provider, true
+	case "http.auth.jwt.tenant":
+		return c.tenant, true
 	case "http.auth.jwt.claims_json":
 		return string(c.raw), true
 	case "http.auth.jwt.error":
@@ -206,7 +214,7 @@ func (c *Claims) replace(key string) (any, bool) {
 // their literal text. Values set statically (for example
 // {http.auth.jwt.error} on a rejection) take precedence in the replacer.
 func anonymousPlaceholders(key string) (any, bool) {
-	if strings.HasPrefix(key, "http.auth.jwt.") {
+	if key == "http.auth.user.id" || strings.HasPrefix(key, "http.auth.jwt.") {
 		return "", true
 	}
 	return nil, false

@@ -1,6 +1,7 @@
 package oauth2jwt
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ const (
 	reasonMissingClaim
 	reasonBadClaim
 	reasonUnavailable
+	reasonForbidden
 	reasonCount
 )
 
@@ -52,6 +54,7 @@ var reasons = [reasonCount]reasonInfo{
 	reasonMissingClaim:   {"missing_claim", http.StatusUnauthorized, "token lacks a required claim"},
 	reasonBadClaim:       {"bad_claim", http.StatusUnauthorized, "token claim has an invalid value"},
 	reasonUnavailable:    {"unavailable", http.StatusServiceUnavailable, "signing keys unavailable"},
+	reasonForbidden:      {"forbidden", http.StatusForbidden, "token lacks the required scope or claims"},
 }
 
 // String returns the stable reason code.
@@ -113,42 +116,71 @@ var (
 // once at Provision so that rejections do no string formatting.
 type challenges [reasonCount]string
 
-func buildChallenges(realm string, missingStatus int) challenges {
+// buildChallenges computes the challenges. scopes is the space-separated
+// list of scopes the handler requires (for insufficient_scope), metadataURL
+// the RFC 9728 resource metadata URL added to 401 challenges.
+func buildChallenges(realm string, missingStatus int, scopes, metadataURL string) challenges {
 	var c challenges
-	prefix := "Bearer"
-	if realm != "" {
-		prefix += " realm=" + quote(realm)
-	}
-	join := func(params ...string) string {
-		if len(params) == 0 {
-			return prefix
-		}
-		sep := " "
-		if realm != "" {
-			sep = ", "
-		}
-		return prefix + sep + strings.Join(params, ", ")
-	}
 	for r := reason(1); r < reasonCount; r++ {
 		info := reasons[r]
+		var params []string
+		if realm != "" {
+			params = append(params, "realm="+quote(realm))
+		}
+		status := info.status
 		switch r {
 		case reasonMissingToken:
-			if missingStatus == http.StatusUnauthorized {
-				// RFC 6750 section 3.1: no error code when the request
-				// carried no authentication information.
-				c[r] = join()
-			} else {
-				c[r] = join(`error="invalid_request"`, "error_description="+quote(info.description))
+			status = missingStatus
+			if missingStatus != http.StatusUnauthorized {
+				params = append(params, `error="invalid_request"`, "error_description="+quote(info.description))
 			}
+			// With 401, RFC 6750 section 3.1: no error code when the
+			// request carried no authentication information.
 		case reasonInvalidRequest:
-			c[r] = join(`error="invalid_request"`, "error_description="+quote(info.description))
+			params = append(params, `error="invalid_request"`, "error_description="+quote(info.description))
 		case reasonUnavailable:
-			c[r] = join()
+		case reasonForbidden:
+			params = append(params, `error="insufficient_scope"`, "error_description="+quote(info.description))
+			if scopes != "" {
+				params = append(params, "scope="+quote(scopes))
+			}
 		default:
-			c[r] = join(`error="invalid_token"`, "error_description="+quote(info.description))
+			params = append(params, `error="invalid_token"`, "error_description="+quote(info.description))
+		}
+		if metadataURL != "" && status == http.StatusUnauthorized {
+			params = append(params, "resource_metadata="+quote(metadataURL))
+		}
+		if len(params) == 0 {
+			c[r] = "Bearer"
+		} else {
+			c[r] = "Bearer " + strings.Join(params, ", ")
 		}
 	}
 	return c
+}
+
+// problems holds RFC 9457 problem+json bodies per reason, for
+// error_format json.
+type problems [reasonCount][]byte
+
+func buildProblems(missingStatus int) problems {
+	var p problems
+	for r := reason(1); r < reasonCount; r++ {
+		info := reasons[r]
+		status := info.status
+		if r == reasonMissingToken {
+			status = missingStatus
+		}
+		body, _ := json.Marshal(struct {
+			Type   string `json:"type"`
+			Title  string `json:"title"`
+			Status int    `json:"status"`
+			Detail string `json:"detail"`
+			Code   string `json:"code"`
+		}{"about:blank", http.StatusText(status), status, info.description, info.code})
+		p[r] = body
+	}
+	return p
 }
 
 // quote renders s as an RFC 9110 quoted-string.

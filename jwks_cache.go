@@ -119,8 +119,11 @@ var cachePool = caddy.NewUsagePool()
 type jwksCache struct {
 	cfg    fetchConfig
 	client *http.Client
-	now    func() time.Time
-	logger *zap.Logger // nil: Caddy's current default logger
+	// logger, when set (tests), replaces Caddy's current default logger.
+	logger atomic.Pointer[zap.Logger]
+	// skew shifts this cache's clock; tests use it to simulate hours
+	// passing. Always zero in production.
+	skew atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -145,7 +148,6 @@ func newJWKSCache(cfg fetchConfig) *jwksCache {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &jwksCache{
 		cfg:         cfg,
-		now:         time.Now,
 		ctx:         ctx,
 		cancel:      cancel,
 		done:        make(chan struct{}),
@@ -177,9 +179,14 @@ func newJWKSCache(cfg fetchConfig) *jwksCache {
 	return c
 }
 
+// now is the cache's clock.
+func (c *jwksCache) now() time.Time {
+	return time.Now().Add(time.Duration(c.skew.Load()))
+}
+
 func (c *jwksCache) log() *zap.Logger {
-	if c.logger != nil {
-		return c.logger
+	if l := c.logger.Load(); l != nil {
+		return l
 	}
 	return caddy.Log().Named("http.handlers.oauth2_jwt")
 }
@@ -271,10 +278,13 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 		status  int
 		err     error
 	)
+	fetchURL := jwksURI
 	if discover && c.cfg.discoveryURI != "" {
+		fetchURL = c.cfg.discoveryURI
 		jwksURI, err = c.discover(ctx)
 	}
 	if err == nil {
+		fetchURL = jwksURI
 		var body []byte
 		body, status, maxAge, err = c.get(ctx, jwksURI)
 		if err == nil {
@@ -297,7 +307,7 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 		backoff = min(backoff, c.cfg.minRefresh)
 		c.nextAttempt = now.Add(backoff)
 		fields := []zap.Field{
-			zap.String("url", jwksURI),
+			zap.String("url", fetchURL),
 			zap.String("source", c.cfg.sourceURL()),
 			zap.Int("status", status),
 			zap.Duration("duration", elapsed),
@@ -374,7 +384,7 @@ func parseDiscovery(data []byte, issuer string, insecureHTTP bool) (string, erro
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return "", fmt.Errorf("decoding discovery document: %w", err)
 	}
-	if doc.Issuer != issuer {
+	if !discoveryIssuerMatches(doc.Issuer, issuer) {
 		return "", fmt.Errorf("discovery document issuer %q does not equal the configured issuer %q", doc.Issuer, issuer)
 	}
 	if doc.JWKSURI == "" {
@@ -388,6 +398,25 @@ func parseDiscovery(data []byte, issuer string, insecureHTTP bool) (string, erro
 		return "", fmt.Errorf("discovery document jwks_uri: %w", err)
 	}
 	return doc.JWKSURI, nil
+}
+
+// discoveryIssuerMatches compares a discovery document's issuer with the
+// configured one: exactly, or, for a multi-tenant template, either the same
+// template with any variable name ({tenantid} in Entra ID's common
+// endpoint) or one concrete tenant's issuer.
+func discoveryIssuerMatches(doc, configured string) bool {
+	if doc == configured {
+		return true
+	}
+	prefix, suffix, ok := strings.Cut(configured, tenantVar)
+	if !ok || len(doc) <= len(prefix)+len(suffix) || !strings.HasPrefix(doc, prefix) || !strings.HasSuffix(doc, suffix) {
+		return false
+	}
+	middle := doc[len(prefix) : len(doc)-len(suffix)]
+	if len(middle) > 2 && middle[0] == '{' && middle[len(middle)-1] == '}' && validTenant(middle[1:len(middle)-1]) {
+		return true
+	}
+	return validTenant(middle)
 }
 
 func (c *jwksCache) discover(ctx context.Context) (string, error) {
@@ -414,7 +443,7 @@ func (c *jwksCache) get(ctx context.Context, rawURL string) ([]byte, int, time.D
 	req.Header.Set("User-Agent", "caddy-oauth2-jwt")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, c.timeoutErr(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -428,12 +457,21 @@ func (c *jwksCache) get(ctx context.Context, rawURL string) ([]byte, int, time.D
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize+1))
 	if err != nil {
-		return nil, resp.StatusCode, 0, fmt.Errorf("reading body: %w", err)
+		return nil, resp.StatusCode, 0, fmt.Errorf("reading body: %w", c.timeoutErr(err))
 	}
 	if len(body) > maxBodySize {
 		return nil, resp.StatusCode, 0, fmt.Errorf("response body exceeds %d bytes", maxBodySize)
 	}
 	return body, resp.StatusCode, maxAge(resp.Header.Get("Cache-Control")), nil
+}
+
+// timeoutErr names a timeout as one, whichever layer noticed it.
+func (c *jwksCache) timeoutErr(err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("timed out after fetch_timeout %s: %w", c.cfg.fetchTimeout, err)
+	}
+	return err
 }
 
 // maxAge returns the max-age of a Cache-Control header, or 0.

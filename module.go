@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ const (
 	defaultFetchTimeout    = 10 * time.Second
 	defaultMaxStale        = 24 * time.Hour
 	maxConfigMaxTokenSize  = 1 << 20
+	maxCacheSize           = 10_000_000
 	discoveryWellKnownPath = "/.well-known/openid-configuration"
 )
 
@@ -77,7 +79,56 @@ type Handler struct {
 	// default, as starlette-oauth2-api) or 401 (RFC 6750's choice).
 	MissingTokenStatus int `json:"missing_token_status,omitempty"`
 
+	// How many verified tokens are remembered, so that a reused token
+	// costs a map look-up instead of a signature check. An entry never
+	// outlives its token's exp, and is dropped when the provider's keys
+	// change. Default: 10000; 0 disables the cache.
+	CacheSize *int `json:"cache_size,omitempty"`
+
+	// Authorization rules, all of which a verified token must meet; a
+	// failure answers 403 with an insufficient_scope challenge.
+	Require []Requirement `json:"require,omitempty"`
+
+	// Claims forwarded to later handlers and upstreams as request
+	// headers. Client-sent values of these headers are removed from every
+	// request, including public ones.
+	ForwardClaims []ClaimHeader `json:"forward_claims,omitempty"`
+
+	// A request header set to the whole verified payload, base64url
+	// encoded (as Envoy's forward_payload_header). Client-sent values are
+	// removed from every request.
+	ForwardClaimsJSON string `json:"forward_claims_json,omitempty"`
+
+	// Remove the Authorization header before the request goes on.
+	StripAuthorization bool `json:"strip_authorization,omitempty"`
+
+	// Where tokens are looked for, in order. Default: the Authorization
+	// header with the Bearer scheme.
+	TokenSources []TokenSource `json:"token_sources,omitempty"`
+
+	// Let requests without any token through as anonymous (placeholders
+	// empty); a token that is present but invalid is still refused.
+	AllowMissing bool `json:"allow_missing,omitempty"`
+
+	// Let CORS preflight requests (OPTIONS with Origin and
+	// Access-Control-Request-Method) through without a token.
+	AllowCORSPreflight bool `json:"allow_cors_preflight,omitempty"`
+
+	// Publish RFC 9728 protected resource metadata and point 401
+	// challenges at it.
+	ResourceMetadata *ResourceMetadata `json:"resource_metadata,omitempty"`
+
+	// How rejections are answered: "" (default) returns a Caddy error
+	// for handle_errors; "json" writes an RFC 9457
+	// application/problem+json body with the reason code.
+	ErrorFormat string `json:"error_format,omitempty"`
+
 	verifier   verifier
+	cache      *tokenCache
+	sources    []tokenSource
+	fwd        forwarding
+	meta       *resourceMetadata
+	problems   *problems
 	public     caddyhttp.MatchPath
 	challenges challenges
 	missing    int
@@ -144,7 +195,19 @@ type Provider struct {
 	// `client_id`, `iat` and `jti` claims must be present. The only
 	// accepted value is `at+jwt`.
 	RequireTyp string `json:"require_typ,omitempty"`
+
+	// For a multi-tenant issuer written as a template with one `{tenant}`
+	// variable (`https://login.microsoftonline.com/{tenant}/v2.0`): the
+	// allowed tenant ids, or `*` for any. The token's `iss` must match
+	// the template with an allowed tenant, and its `tid` claim, where
+	// present, must equal that tenant. Requires jwks_uri or discovery.
+	Tenants []string `json:"tenants,omitempty"`
 }
+
+// tenantVar is the variable of a multi-tenant issuer template.
+const tenantVar = "{tenant}"
+
+func (p *Provider) templated() bool { return strings.Contains(p.Issuer, tenantVar) }
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -167,7 +230,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.checkGlobal(); err != nil {
 		return err
 	}
-	h.challenges = buildChallenges(h.Realm, h.missing)
+	size := defaultCacheSize
+	if h.CacheSize != nil {
+		size = *h.CacheSize
+	}
+	h.cache = newTokenCache(size)
 
 	if len(h.PublicPaths) > 0 {
 		h.public = caddyhttp.MatchPath(append([]string(nil), h.PublicPaths...))
@@ -205,9 +272,59 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q", name, p.issuer, other.name)
 		}
 		h.verifier.byIssuer[p.issuer] = p
+		if p.tenants != nil {
+			h.verifier.templated = append(h.verifier.templated, p)
+		}
 		all |= p.algs
 	}
 	h.verifier.parseAlgs = all.list()
+
+	for i := range h.Require {
+		if err := h.Require[i].check(fmt.Sprintf("require[%d]", i)); err != nil {
+			return err
+		}
+	}
+	bearerMethods := []string{"header"}
+	if len(h.TokenSources) > 0 {
+		bearerMethods = nil
+	}
+	for i, src := range h.TokenSources {
+		if err := src.check(); err != nil {
+			return fmt.Errorf("token_sources[%d]: %w", i, err)
+		}
+		ts := src.provisioned()
+		h.sources = append(h.sources, ts)
+		method := "header"
+		if ts.kind == sourceQuery {
+			method = "query"
+		}
+		if ts.kind != sourceCookie && !slices.Contains(bearerMethods, method) {
+			bearerMethods = append(bearerMethods, method)
+		}
+	}
+	for i, fc := range h.ForwardClaims {
+		if fc.Claim == "" || fc.Header == "" || strings.ContainsAny(fc.Header, " \t:\r\n") {
+			return fmt.Errorf("forward_claims[%d]: claim and a valid header name are required", i)
+		}
+	}
+	h.fwd = newForwarding(h.ForwardClaims, h.ForwardClaimsJSON, h.StripAuthorization)
+	metaURL := ""
+	if h.ResourceMetadata != nil {
+		var issuers []string
+		for _, name := range h.names {
+			issuers = append(issuers, h.Providers[name].Issuer)
+		}
+		meta, err := h.ResourceMetadata.provision(issuers, bearerMethods)
+		if err != nil {
+			return err
+		}
+		h.meta, metaURL = meta, meta.url
+	}
+	h.challenges = buildChallenges(h.Realm, h.missing, strings.Join(scopesOf(h.Require, nil), " "), metaURL)
+	if h.ErrorFormat == "json" {
+		p := buildProblems(h.missing)
+		h.problems = &p
+	}
 	return nil
 }
 
@@ -235,6 +352,14 @@ func (h *Handler) checkGlobal() error {
 	case 0, http.StatusBadRequest, http.StatusUnauthorized:
 	default:
 		return fmt.Errorf("missing_token_status: %d is not 400 or 401", h.MissingTokenStatus)
+	}
+	if h.CacheSize != nil && (*h.CacheSize < 0 || *h.CacheSize > maxCacheSize) {
+		return fmt.Errorf("cache_size: %d is not between 0 and %d", *h.CacheSize, maxCacheSize)
+	}
+	switch h.ErrorFormat {
+	case "", "json":
+	default:
+		return fmt.Errorf("error_format: %q is not json", h.ErrorFormat)
 	}
 	for _, c := range h.Realm {
 		if c < 0x20 || c == 0x7f {
@@ -314,6 +439,24 @@ func (p *Provider) check() error {
 	if p.RefreshInterval > 0 && time.Duration(p.RefreshInterval) >= maxStale {
 		return fmt.Errorf("refresh_interval: %s must be shorter than max_stale (%s)", time.Duration(p.RefreshInterval), maxStale)
 	}
+	if p.templated() {
+		if strings.Count(p.Issuer, tenantVar) != 1 {
+			return fmt.Errorf("issuer: a template may hold %s only once", tenantVar)
+		}
+		if len(p.Tenants) == 0 {
+			return fmt.Errorf("tenants: required with an issuer template (list tenant ids, or * for any)")
+		}
+		if p.JWKSURI == "" && p.DiscoveryURI == "" {
+			return fmt.Errorf("jwks_uri or discovery: required with an issuer template")
+		}
+	} else if len(p.Tenants) > 0 {
+		return fmt.Errorf("tenants: only valid with an issuer template holding %s", tenantVar)
+	}
+	for _, t := range p.Tenants {
+		if t == "" || (t != "*" && !validTenant(t)) {
+			return fmt.Errorf("tenants: %q is not a valid tenant id", t)
+		}
+	}
 	if p.RequireTyp != "" && !strings.EqualFold(p.RequireTyp, "at+jwt") {
 		return fmt.Errorf("require_typ: %q is not supported (only at+jwt)", p.RequireTyp)
 	}
@@ -368,6 +511,16 @@ func (h *Handler) provisionProvider(name string, cfg *Provider) (*provider, erro
 	}
 	if cfg.Leeway != nil {
 		p.leeway = time.Duration(*cfg.Leeway)
+	}
+	if cfg.templated() {
+		p.tmplPrefix, p.tmplSuffix, _ = strings.Cut(cfg.Issuer, tenantVar)
+		p.tenants = make(map[string]bool)
+		for _, t := range cfg.Tenants {
+			if t == "*" {
+				p.anyTenant = true
+			}
+			p.tenants[t] = true
+		}
 	}
 
 	if cfg.JWKSFile != "" {
@@ -439,30 +592,95 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP authenticates the request and calls next on success.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if len(h.fwd.reserved) > 0 {
+		h.fwd.scrub(r.Header)
+	}
+	if h.meta != nil && h.meta.serve(w, r) {
+		return nil
+	}
+	if h.AllowCORSPreflight && r.Method == http.MethodOptions &&
+		r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+		return h.passAnonymous(w, r, repl, next)
+	}
 	if h.public != nil {
 		if ok, err := h.public.MatchWithError(r); err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, err)
 		} else if ok {
-			if repl != nil {
-				repl.Map(anonymousPlaceholders)
-			}
-			return next.ServeHTTP(w, r)
+			return h.passAnonymous(w, r, repl, next)
 		}
 	}
 
-	token, aerr := bearerToken(r.Header, h.MaxTokenSize)
+	token, src, aerr := extractToken(r, h.sources, h.MaxTokenSize)
 	if aerr != nil {
+		if aerr == errMissingToken && h.AllowMissing {
+			return h.passAnonymous(w, r, repl, next)
+		}
 		return h.reject(w, repl, nil, aerr)
 	}
-	claims, p, aerr := h.verifier.verify(r.Context(), token)
+	now := h.verifier.now()
+	if h.cache != nil {
+		if e := h.cache.get(token, now); e != nil {
+			ks, aerr := e.p.keys.keys()
+			if aerr != nil {
+				return h.reject(w, repl, e.p, aerr)
+			}
+			if ks.gen == e.gen {
+				return h.accept(w, r, repl, src, e.p, e.claims, next)
+			}
+		}
+	}
+	if !isB64Token(token) {
+		if src != nil && src.kind != sourceHeader {
+			// A cookie or query value that is no token at all.
+			return h.reject(w, repl, nil, fail(reasonMalformed, "token has characters outside base64url"))
+		}
+		return h.reject(w, repl, nil, errBadHeader)
+	}
+	claims, p, gen, aerr := h.verifier.verify(r.Context(), token, now)
 	if aerr != nil {
 		return h.reject(w, repl, p, aerr)
 	}
+	if h.cache != nil {
+		h.cache.put(token, &cachedToken{claims: claims, p: p, gen: gen}, now)
+	}
+	return h.accept(w, r, repl, src, p, claims, next)
+}
+
+// accept applies the authorization rules to a verified request, then hands
+// it to the next handler with the claims as lazily resolved placeholders,
+// in the request's variables and in forwarded headers.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, next caddyhttp.Handler) error {
 	if repl != nil {
 		repl.Map(claims.replace)
 	}
+	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
+		return h.reject(w, repl, p, errForbidden)
+	}
 	caddyhttp.SetVar(r.Context(), ClaimsVarKey, claims)
+	h.fwd.apply(r.Header, claims)
+	h.passOn(r, src)
 	return next.ServeHTTP(w, r)
+}
+
+// passAnonymous lets a request through without a verified token.
+func (h *Handler) passAnonymous(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, next caddyhttp.Handler) error {
+	if repl != nil {
+		repl.Map(anonymousPlaceholders)
+	}
+	h.passOn(r, nil)
+	return next.ServeHTTP(w, r)
+}
+
+// passOn removes what must not reach later handlers: the Authorization
+// header when strip_authorization is set, and a query-string token.
+func (h *Handler) passOn(r *http.Request, src *tokenSource) {
+	if h.fwd.stripAuth {
+		delete(r.Header, "Authorization")
+	}
+	if src != nil && src.kind == sourceQuery {
+		r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, src.name)
+		r.RequestURI = r.URL.RequestURI()
+	}
 }
 
 // reject answers a failed authentication: the challenge header, the reason
@@ -482,14 +700,26 @@ func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, p *provide
 		repl.Set("http.auth.jwt.error", info.code)
 		repl.Map(anonymousPlaceholders)
 	}
+	if h.problems != nil {
+		hdr.Set("Content-Type", "application/problem+json")
+		w.WriteHeader(status)
+		_, err := w.Write(h.problems[e.reason])
+		h.logRejection(p, info.code, e.detail, status)
+		return err
+	}
+	h.logRejection(p, info.code, e.detail, status)
+	return caddyhttp.Error(status, e)
+}
+
+// logRejection logs a rejection once, at debug level.
+func (h *Handler) logRejection(p *provider, code, detail string, status int) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "bearer token rejected"); ce != nil {
 		name := ""
 		if p != nil {
 			name = p.name
 		}
-		ce.Write(zap.String("provider", name), zap.String("reason", info.code), zap.String("detail", e.detail), zap.Int("status", status))
+		ce.Write(zap.String("provider", name), zap.String("reason", code), zap.String("detail", detail), zap.Int("status", status))
 	}
-	return caddyhttp.Error(status, e)
 }
 
 // Interface guards

@@ -29,6 +29,42 @@ type provider struct {
 	// sub, client_id, iat and jti claims.
 	requireAT bool
 	keys      keySource
+	// Multi-tenant issuer template: iss = tmplPrefix + tenant + tmplSuffix.
+	tmplPrefix, tmplSuffix string
+	tenants                map[string]bool // nil for a plain issuer
+	anyTenant              bool
+}
+
+// maxTenantLen bounds a tenant id taken from an issuer.
+const maxTenantLen = 128
+
+// validTenant reports whether s may be a tenant id: a non-empty path
+// segment of unreserved URL characters.
+func validTenant(s string) bool {
+	if s == "" || len(s) > maxTenantLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(b64urlChars[c] || c == '.' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// matchTenant returns the tenant of iss when iss fits this provider's
+// issuer template with an allowed tenant.
+func (p *provider) matchTenant(iss string) (string, bool) {
+	if p.tenants == nil || len(iss) <= len(p.tmplPrefix)+len(p.tmplSuffix) ||
+		!strings.HasPrefix(iss, p.tmplPrefix) || !strings.HasSuffix(iss, p.tmplSuffix) {
+		return "", false
+	}
+	tenant := iss[len(p.tmplPrefix) : len(iss)-len(p.tmplSuffix)]
+	if !validTenant(tenant) || (!p.anyTenant && !p.tenants[tenant]) {
+		return "", false
+	}
+	return tenant, true
 }
 
 // algSet is a small set of signature algorithms.
@@ -75,6 +111,7 @@ var defaultAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 // per-request state and is safe for concurrent use.
 type verifier struct {
 	byIssuer     map[string]*provider
+	templated    []*provider               // providers with a multi-tenant issuer template
 	parseAlgs    []jose.SignatureAlgorithm // every algorithm any provider allows
 	maxTokenSize int
 	now          func() time.Time
@@ -112,9 +149,8 @@ func bearerToken(h http.Header, maxTokenSize int) (string, *authError) {
 	if tok == "" {
 		return "", errMissingToken
 	}
-	if !isB64Token(tok) {
-		return "", errBadHeader
-	}
+	// The token's characters are checked by the caller (isB64Token) only
+	// when it is not a cached, already verified token.
 	return tok, nil
 }
 
@@ -124,16 +160,23 @@ func headerLimit(maxTokenSize int) int {
 	return max(4*maxTokenSize, 64<<10)
 }
 
+// b64TokenChars marks the bytes of RFC 6750's b64token (without the
+// trailing "="); b64urlChars those of unpadded base64url.
+var b64TokenChars, b64urlChars [256]bool
+
+func init() {
+	for c := 0; c < 256; c++ {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		b64urlChars[c] = alnum || c == '-' || c == '_'
+		b64TokenChars[c] = b64urlChars[c] || c == '.' || c == '~' || c == '+' || c == '/'
+	}
+}
+
 // isB64Token reports whether s matches RFC 6750's b64token:
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isB64Token(s string) bool {
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
-			break
-		}
+	for ; i < len(s) && b64TokenChars[s[i]]; i++ {
 	}
 	if i == 0 {
 		return false
@@ -153,17 +196,17 @@ func compactParts(token string) (dot1, dot2 int, ok bool) {
 	dot1, dot2 = -1, -1
 	for i := 0; i < len(token); i++ {
 		c := token[i]
+		if b64urlChars[c] {
+			continue
+		}
+		if c != '.' {
+			return 0, 0, false
+		}
 		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
-			switch {
-			case dot1 < 0:
-				dot1 = i
-			case dot2 < 0:
-				dot2 = i
-			default:
-				return 0, 0, false
-			}
+		case dot1 < 0:
+			dot1 = i
+		case dot2 < 0:
+			dot2 = i
 		default:
 			return 0, 0, false
 		}
@@ -181,82 +224,98 @@ func compactParts(token string) (dot1, dot2 int, ok bool) {
 // verify checks one token and returns its claims and provider. Cheap checks
 // come first; only a token that passes every local check may cause a key
 // fetch (an unknown kid), and then at most once per min_refresh_interval.
-func (v *verifier) verify(ctx context.Context, token string) (*Claims, *provider, *authError) {
+func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Claims, *provider, uint64, *authError) {
 	if len(token) > v.maxTokenSize {
-		return nil, nil, errTooLarge
+		return nil, nil, 0, errTooLarge
 	}
 	dot1, dot2, ok := compactParts(token)
 	if !ok {
-		return nil, nil, errNotCompact
+		return nil, nil, 0, errNotCompact
 	}
 	tok, err := jwt.ParseSigned(token, v.parseAlgs)
 	if err != nil {
 		var unexpected *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &unexpected) {
-			return nil, nil, errAlgNotAllowed
+			return nil, nil, 0, errAlgNotAllowed
 		}
-		return nil, nil, fail(reasonMalformed, "token header or encoding invalid")
+		return nil, nil, 0, fail(reasonMalformed, "token header or encoding invalid")
 	}
 	if len(tok.Headers) != 1 {
-		return nil, nil, fail(reasonMalformed, "token must have exactly one signature")
+		return nil, nil, 0, fail(reasonMalformed, "token must have exactly one signature")
 	}
 	hdr := &tok.Headers[0]
 	alg := jose.SignatureAlgorithm(hdr.Algorithm)
 	if aerr := checkHeader(hdr); aerr != nil {
-		return nil, nil, aerr
+		return nil, nil, 0, aerr
 	}
 
 	payload, err := base64.RawURLEncoding.DecodeString(token[dot1+1 : dot2])
 	if err != nil {
-		return nil, nil, errNotCompact
+		return nil, nil, 0, errNotCompact
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &top); err != nil || top == nil {
-		return nil, nil, errPayloadNotObj
+		return nil, nil, 0, errPayloadNotObj
 	}
 
 	// Provider: one map look-up on the unverified iss.
 	issRaw, ok := top["iss"]
 	if !ok {
-		return nil, nil, errMissingIss
+		return nil, nil, 0, errMissingIss
 	}
 	iss, ok := jsonString(issRaw)
 	if !ok {
-		return nil, nil, fail(reasonBadClaim, "iss is not a string")
+		return nil, nil, 0, fail(reasonBadClaim, "iss is not a string")
 	}
 	p := v.byIssuer[iss]
+	tenant := ""
 	if p == nil {
-		return nil, nil, errUnknownIssuer
+		for _, tp := range v.templated {
+			if t, ok := tp.matchTenant(iss); ok {
+				p, tenant = tp, t
+				break
+			}
+		}
+		if p == nil {
+			return nil, nil, 0, errUnknownIssuer
+		}
+		if raw, ok := top["tid"]; ok {
+			if tid, ok := jsonString(raw); !ok || tid != tenant {
+				return nil, p, 0, fail(reasonBadClaim, "tid does not match the issuer's tenant")
+			}
+		}
 	}
 	if !p.algs.has(alg) {
-		return nil, p, errAlgNotAllowed
+		return nil, p, 0, errAlgNotAllowed
 	}
 	if p.requireAT && !isAccessTokenType(hdr) {
-		return nil, p, fail(reasonBadClaim, "typ is not at+jwt")
+		return nil, p, 0, fail(reasonBadClaim, "typ is not at+jwt")
 	}
 
-	claims, aerr := v.checkClaims(p, top)
+	claims, aerr := checkClaims(p, top, now)
 	if aerr != nil {
-		return nil, p, aerr
+		return nil, p, 0, aerr
 	}
 
 	// Keys: only now may the network be involved.
 	ks, aerr := p.keys.keys()
 	if aerr != nil {
-		return nil, p, aerr
+		return nil, p, 0, aerr
 	}
+	gen := ks.gen
 	var buf [maxKidlessCandidates]*verificationKey
 	cands, found := ks.candidates(hdr.KeyID, alg, buf[:])
 	if !found && hdr.KeyID != "" {
 		if fresh := p.keys.refreshForKid(ctx, hdr.KeyID); fresh != nil {
 			cands, found = fresh.candidates(hdr.KeyID, alg, buf[:])
+			gen = fresh.gen
 		}
 	}
 	if !found {
-		return nil, p, errUnknownKey
+		return nil, p, 0, errUnknownKey
 	}
 	if len(cands) == 0 {
-		return nil, p, errNoKeyForAlg
+		return nil, p, 0, errNoKeyForAlg
 	}
 	if len(cands) > maxKidlessCandidates {
 		cands = cands[:maxKidlessCandidates]
@@ -264,12 +323,13 @@ func (v *verifier) verify(ctx context.Context, token string) (*Claims, *provider
 	for _, k := range cands {
 		if tok.Claims(k.key) == nil {
 			claims.provider = p.name
+			claims.tenant = tenant
 			claims.raw = payload
 			claims.top = top
-			return claims, p, nil
+			return claims, p, gen, nil
 		}
 	}
-	return nil, p, errBadSignature
+	return nil, p, 0, errBadSignature
 }
 
 // checkHeader refuses JWS features a resource server must not honour:
@@ -303,8 +363,7 @@ func isAccessTokenType(h *jose.Header) bool {
 
 // checkClaims applies the provider's time and audience rules to the
 // unverified claims. Nothing here touches the network.
-func (v *verifier) checkClaims(p *provider, top map[string]json.RawMessage) (*Claims, *authError) {
-	now := v.now()
+func checkClaims(p *provider, top map[string]json.RawMessage, now time.Time) (*Claims, *authError) {
 	c := &Claims{}
 
 	expRaw, ok := top["exp"]
@@ -328,6 +387,7 @@ func (v *verifier) checkClaims(p *provider, top map[string]json.RawMessage) (*Cl
 		if now.Add(p.leeway).Before(nbf) {
 			return nil, errNotYetValid
 		}
+		c.notBefore = nbf.Add(-p.leeway)
 	}
 	iatRaw, hasIat := top["iat"]
 	if hasIat {
@@ -337,6 +397,9 @@ func (v *verifier) checkClaims(p *provider, top map[string]json.RawMessage) (*Cl
 		}
 		if now.Add(p.leeway).Before(iat) {
 			return nil, errIssuedInFuture
+		}
+		if from := iat.Add(-p.leeway); from.After(c.notBefore) {
+			c.notBefore = from
 		}
 	}
 

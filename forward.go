@@ -1,0 +1,70 @@
+package oauth2jwt
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/textproto"
+)
+
+// ClaimHeader forwards one claim to the upstream as a request header.
+type ClaimHeader struct {
+	// The claim, by name or dotted path, formatted as its placeholder is.
+	Claim string `json:"claim,omitempty"`
+	// The request header to set.
+	Header string `json:"header,omitempty"`
+}
+
+// forwarding holds the provisioned claim-forwarding settings.
+type forwarding struct {
+	claims    []ClaimHeader // Header canonicalized
+	jsonHdr   string        // canonical header for the whole payload, or ""
+	stripAuth bool
+	reserved  []string // every header the module sets: removed from client requests
+}
+
+func newForwarding(claims []ClaimHeader, jsonHeader string, stripAuth bool) forwarding {
+	f := forwarding{stripAuth: stripAuth}
+	for _, c := range claims {
+		c.Header = textproto.CanonicalMIMEHeaderKey(c.Header)
+		f.claims = append(f.claims, c)
+		f.reserved = append(f.reserved, c.Header)
+	}
+	if jsonHeader != "" {
+		f.jsonHdr = textproto.CanonicalMIMEHeaderKey(jsonHeader)
+		f.reserved = append(f.reserved, f.jsonHdr)
+	}
+	return f
+}
+
+// scrub removes every client-sent copy of the headers the module sets, on
+// every request, so a client can never spoof them.
+func (f *forwarding) scrub(h http.Header) {
+	for _, name := range f.reserved {
+		delete(h, name)
+	}
+}
+
+// apply sets the forwarded headers of a verified request. A claim whose
+// formatted value is empty or would not be a valid header value (control
+// characters) is not forwarded.
+func (f *forwarding) apply(h http.Header, c *Claims) {
+	for _, fc := range f.claims {
+		v := c.String(fc.Claim)
+		if v == "" || !validHeaderValue(v) {
+			continue
+		}
+		h[fc.Header] = []string{v}
+	}
+	if f.jsonHdr != "" {
+		h[f.jsonHdr] = []string{base64.RawURLEncoding.EncodeToString(c.raw)}
+	}
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

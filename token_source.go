@@ -1,0 +1,169 @@
+package oauth2jwt
+
+import (
+	"errors"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+)
+
+// TokenSource is one place a bearer token is looked for. Exactly one of
+// Header, Cookie or Query is set.
+type TokenSource struct {
+	// A request header carrying the token. With Scheme, the value must be
+	// `<scheme> <token>` (scheme compared case-insensitively); without
+	// it, the whole value is the token.
+	Header string `json:"header,omitempty"`
+
+	// The authentication scheme of Header, such as `Bearer`.
+	Scheme string `json:"scheme,omitempty"`
+
+	// A cookie carrying the token.
+	Cookie string `json:"cookie,omitempty"`
+
+	// A query parameter carrying the token. Discouraged (RFC 6750 section
+	// 5.3: URLs end up in logs and browser history); the parameter is
+	// removed from the URL before the request goes on.
+	Query string `json:"query,omitempty"`
+}
+
+func (s *TokenSource) check() error {
+	n := 0
+	for _, v := range []string{s.Header, s.Cookie, s.Query} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("token_source: exactly one of header, cookie or query must be set")
+	}
+	if s.Scheme != "" && s.Header == "" {
+		return errors.New("token_source: scheme is only valid with header")
+	}
+	if strings.ContainsAny(s.Header+s.Scheme+s.Cookie+s.Query, " \t\r\n\"") {
+		return errors.New("token_source: names must not contain spaces or quotes")
+	}
+	return nil
+}
+
+// sourceKind tells where a token came from.
+type sourceKind uint8
+
+const (
+	sourceDefault sourceKind = iota
+	sourceHeader
+	sourceCookie
+	sourceQuery
+)
+
+// tokenSource is the provisioned form of a TokenSource.
+type tokenSource struct {
+	kind   sourceKind
+	name   string // canonical header name, cookie name or query parameter
+	scheme string
+}
+
+func (s TokenSource) provisioned() tokenSource {
+	switch {
+	case s.Header != "":
+		return tokenSource{kind: sourceHeader, name: textproto.CanonicalMIMEHeaderKey(s.Header), scheme: s.Scheme}
+	case s.Cookie != "":
+		return tokenSource{kind: sourceCookie, name: s.Cookie}
+	default:
+		return tokenSource{kind: sourceQuery, name: s.Query}
+	}
+}
+
+// extractToken finds the request's token in the configured sources, in
+// order. It returns the source that yielded it (nil for the default
+// Authorization: Bearer), or errMissingToken when no source has one.
+func extractToken(r *http.Request, sources []tokenSource, maxTokenSize int) (string, *tokenSource, *authError) {
+	if len(sources) == 0 {
+		tok, aerr := bearerToken(r.Header, maxTokenSize)
+		return tok, nil, aerr
+	}
+	for i := range sources {
+		s := &sources[i]
+		var vals []string
+		switch s.kind {
+		case sourceHeader:
+			vals = r.Header[s.name]
+		case sourceCookie:
+			for _, c := range r.CookiesNamed(s.name) {
+				vals = append(vals, c.Value)
+			}
+		case sourceQuery:
+			vals = queryValues(r.URL.RawQuery, s.name)
+		}
+		switch len(vals) {
+		case 0:
+			continue
+		case 1:
+		default:
+			return "", nil, errSeveralTokens
+		}
+		v := vals[0]
+		if len(v) > headerLimit(maxTokenSize) {
+			return "", nil, errHeaderTooLarge
+		}
+		if s.kind == sourceHeader && s.scheme != "" {
+			scheme, tok, ok := strings.Cut(v, " ")
+			if !ok || !strings.EqualFold(scheme, s.scheme) {
+				continue // another scheme: not this source's token
+			}
+			v = strings.TrimLeft(tok, " ")
+		} else {
+			v = strings.TrimSpace(v)
+		}
+		if v == "" {
+			continue
+		}
+		return v, s, nil
+	}
+	return "", nil, errMissingToken
+}
+
+var urlUnescape = url.QueryUnescape
+
+var errSeveralTokens = &authError{reason: reasonInvalidRequest, detail: "a token source yields several tokens"}
+
+// queryValues returns the raw values of one query parameter, unescaped,
+// without parsing the rest of the query.
+func queryValues(rawQuery, name string) []string {
+	var out []string
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if k != name {
+			if uk, err := urlUnescape(k); err != nil || uk != name {
+				continue
+			}
+		}
+		uv, err := urlUnescape(v)
+		if err != nil {
+			uv = "\x00" // an undecodable value is refused later as a malformed token
+		}
+		out = append(out, uv)
+	}
+	return out
+}
+
+// removeQueryParam deletes every occurrence of a parameter from a raw
+// query, keeping the order and encoding of the others.
+func removeQueryParam(rawQuery, name string) string {
+	var b strings.Builder
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		k, _, _ := strings.Cut(part, "=")
+		if k == name {
+			continue
+		}
+		if uk, err := urlUnescape(k); err == nil && uk == name {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
