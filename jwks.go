@@ -27,6 +27,25 @@ const (
 	classOct
 )
 
+// String names the key class as the admin API shows it.
+func (c keyClass) String() string {
+	switch c {
+	case classRSA:
+		return "RSA"
+	case classP256:
+		return "EC P-256"
+	case classP384:
+		return "EC P-384"
+	case classP521:
+		return "EC P-521"
+	case classEd25519:
+		return "OKP Ed25519"
+	case classOct:
+		return "oct"
+	}
+	return "unknown"
+}
+
 // maxKeysPerSet bounds the work a hostile or broken JWKS can cause.
 const maxKeysPerSet = 100
 
@@ -49,6 +68,17 @@ func (k *verificationKey) fits(alg jose.SignatureAlgorithm) bool {
 		return false
 	}
 	return algClass(alg) == k.class
+}
+
+// algorithms lists the algorithms this key may verify.
+func (k *verificationKey) algorithms() []string {
+	var out []string
+	for _, a := range knownAlgs {
+		if k.fits(a) {
+			out = append(out, string(a))
+		}
+	}
+	return out
 }
 
 // algClass returns the key class an algorithm needs.

@@ -142,6 +142,9 @@ type jwksCache struct {
 	loggedSkips map[string]struct{}
 	gen         uint64
 	fetches     atomic.Int64 // fetch attempts, for tests and the admin API
+	// names are the provider names using this cache (with reference
+	// counts), the label of its metrics.
+	names map[string]int
 }
 
 func newJWKSCache(cfg fetchConfig) *jwksCache {
@@ -154,6 +157,7 @@ func newJWKSCache(cfg fetchConfig) *jwksCache {
 		jwksURI:     cfg.jwksURI,
 		negative:    make(map[string]time.Time),
 		loggedSkips: make(map[string]struct{}),
+		names:       make(map[string]int),
 	}
 	c.client = &http.Client{
 		Timeout: cfg.fetchTimeout,
@@ -300,6 +304,10 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 	}()
 	now := c.now()
 	c.logSkippedLocked(jwksURI, skipped)
+	if err == nil {
+		ks.fetchedAt = now
+	}
+	c.recordFetchLocked(ks, err)
 	if err != nil {
 		c.failures++
 		c.lastErr = err
@@ -328,7 +336,6 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 	}
 	c.failures = 0
 	c.lastErr = nil
-	ks.fetchedAt = now
 	if prev := c.current.Load(); prev != nil && prev.fingerprint == ks.fingerprint {
 		ks.gen = prev.gen
 	} else {
@@ -368,6 +375,58 @@ func (c *jwksCache) logSkippedLocked(url string, skipped []skippedKey) {
 		c.loggedSkips[id] = struct{}{}
 		c.log().Warn("skipping unusable JWKS key", zap.String("url", url), zap.String("kid", s.kid), zap.String("reason", s.reason))
 	}
+}
+
+// addName records a provider name using this cache, for metric labels.
+func (c *jwksCache) addName(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names[name]++
+	if ks := c.current.Load(); ks != nil {
+		m := getMetrics()
+		m.keysLoaded.WithLabelValues(name).Set(float64(len(ks.all)))
+		m.lastFetch.WithLabelValues(name).Set(float64(ks.fetchedAt.Unix()))
+	}
+}
+
+func (c *jwksCache) removeName(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names[name]--; c.names[name] <= 0 {
+		delete(c.names, name)
+	}
+}
+
+// recordFetchLocked updates the metrics of a fetch outcome.
+func (c *jwksCache) recordFetchLocked(ks *keySet, err error) {
+	m := getMetrics()
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	for name := range c.names {
+		m.fetches.WithLabelValues(name, result).Inc()
+		if err == nil {
+			m.keysLoaded.WithLabelValues(name).Set(float64(len(ks.all)))
+			m.lastFetch.WithLabelValues(name).Set(float64(ks.fetchedAt.Unix()))
+		}
+	}
+}
+
+// forceRefresh starts a full refresh for the admin API, subject to the
+// same rate limit as unknown-kid refreshes. It returns the channel of the
+// fetch (possibly one already in flight), or nil and how long until a
+// fetch is allowed.
+func (c *jwksCache) forceRefresh() (<-chan struct{}, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight != nil {
+		return c.inflight, 0
+	}
+	if since := c.now().Sub(c.lastAttempt); since < c.cfg.minRefresh {
+		return nil, c.cfg.minRefresh - since
+	}
+	return c.startFetchLocked(true), 0
 }
 
 // discoveryDocument holds the members of an OpenID Provider Metadata

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -134,6 +135,12 @@ type Handler struct {
 	missing    int
 	names      []string // provider names, sorted
 	poolKeys   []string // cachePool keys this instance holds
+	regKeys    []string // admin registry keys this instance holds
+	cacheNames []namedCache
+	metrics    *metricSet
+	anonCount  *outcomeCounters // requests rejected before a provider is known
+	cacheHit   prometheus.Counter
+	cacheMiss  prometheus.Counter
 	logger     *zap.Logger
 }
 
@@ -220,6 +227,13 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the handler: defaults, providers, key caches.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.metrics = getMetrics()
+	if err := h.metrics.register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	h.anonCount = h.metrics.outcomes(noProvider)
+	h.cacheHit = h.metrics.cacheRequests.WithLabelValues("hit")
+	h.cacheMiss = h.metrics.cacheRequests.WithLabelValues("miss")
 	if h.MaxTokenSize == 0 {
 		h.MaxTokenSize = defaultMaxTokenSize
 	}
@@ -502,6 +516,7 @@ func (h *Handler) provisionProvider(name string, cfg *Provider) (*provider, erro
 	}
 	algs, _, _ := parseAlgorithms(cfg.Algorithms)
 	p := &provider{
+		counters:  h.metrics.outcomes(name),
 		name:      name,
 		issuer:    cfg.Issuer,
 		audiences: cfg.Audiences,
@@ -532,6 +547,7 @@ func (h *Handler) provisionProvider(name string, cfg *Provider) (*provider, erro
 			return nil, fmt.Errorf("provider %q: jwks_file: %w", name, err)
 		}
 		p.keys = staticKeys{set: ks}
+		h.regKeys = append(h.regKeys, registerProvider(name, cfg.Issuer, "jwks_file "+cfg.JWKSFile, p.keys))
 		return p, nil
 	}
 
@@ -562,7 +578,15 @@ func (h *Handler) provisionProvider(name string, cfg *Provider) (*provider, erro
 		return nil, fmt.Errorf("provider %q: key cache: %w", name, err)
 	}
 	h.poolKeys = append(h.poolKeys, key)
-	p.keys = val.(*jwksCache)
+	c := val.(*jwksCache)
+	c.addName(name)
+	h.cacheNames = append(h.cacheNames, namedCache{c, name})
+	p.keys = c
+	source := "jwks_uri " + fc.jwksURI
+	if fc.discoveryURI != "" {
+		source = "discovery " + fc.discoveryURI
+	}
+	h.regKeys = append(h.regKeys, registerProvider(name, cfg.Issuer, source, c))
 	return p, nil
 }
 
@@ -579,6 +603,14 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the key caches this instance acquired.
 func (h *Handler) Cleanup() error {
+	for _, key := range h.regKeys {
+		unregisterProvider(key)
+	}
+	h.regKeys = nil
+	for _, nc := range h.cacheNames {
+		nc.cache.removeName(nc.name)
+	}
+	h.cacheNames = nil
 	var errs []error
 	for _, key := range h.poolKeys {
 		if _, err := cachePool.Delete(key); err != nil {
@@ -625,9 +657,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				return h.reject(w, repl, e.p, aerr)
 			}
 			if ks.gen == e.gen {
+				h.cacheHit.Inc()
 				return h.accept(w, r, repl, src, e.p, e.claims, next)
 			}
 		}
+		h.cacheMiss.Inc()
 	}
 	if !isB64Token(token) {
 		if src != nil && src.kind != sourceHeader {
@@ -641,7 +675,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.reject(w, repl, p, aerr)
 	}
 	if h.cache != nil {
-		h.cache.put(token, &cachedToken{claims: claims, p: p, gen: gen}, now)
+		if h.cache.put(token, &cachedToken{claims: claims, p: p, gen: gen}, now) {
+			h.metrics.cacheEvicted.Inc()
+		}
 	}
 	return h.accept(w, r, repl, src, p, claims, next)
 }
@@ -656,6 +692,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
 		return h.reject(w, repl, p, errForbidden)
 	}
+	p.counters[reasonOK].Inc()
 	caddyhttp.SetVar(r.Context(), ClaimsVarKey, claims)
 	h.fwd.apply(r.Header, claims)
 	h.passOn(r, src)
@@ -686,6 +723,11 @@ func (h *Handler) passOn(r *http.Request, src *tokenSource) {
 // reject answers a failed authentication: the challenge header, the reason
 // placeholder, a debug log line, and a Caddy error with the status.
 func (h *Handler) reject(w http.ResponseWriter, repl *caddy.Replacer, p *provider, e *authError) error {
+	if p != nil {
+		p.counters[e.reason].Inc()
+	} else {
+		h.anonCount[e.reason].Inc()
+	}
 	info := reasons[e.reason]
 	status := info.status
 	if e.reason == reasonMissingToken {
@@ -720,6 +762,12 @@ func (h *Handler) logRejection(p *provider, code, detail string, status int) {
 		}
 		ce.Write(zap.String("provider", name), zap.String("reason", code), zap.String("detail", detail), zap.Int("status", status))
 	}
+}
+
+// namedCache is a key cache used under a provider name.
+type namedCache struct {
+	cache *jwksCache
+	name  string
 }
 
 // Interface guards

@@ -74,13 +74,13 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 
 // put stores a verified token. When the shard is full, it drops expired
 // entries it meets first, else an arbitrary one (Go's map iteration order
-// is random), which bounds memory at the configured entry count.
-func (c *tokenCache) put(token string, e *cachedToken, now time.Time) {
+// is random), which bounds memory at the configured entry count. It
+// reports whether it evicted an entry.
+func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted bool) {
 	s := c.shard(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[token]; !ok && len(s.m) >= c.perShard {
-		evicted := false
 		seen := 0
 		for k, old := range s.m {
 			if !now.Before(old.claims.notAfter) {
@@ -94,11 +94,13 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) {
 		if !evicted {
 			for k := range s.m {
 				delete(s.m, k)
+				evicted = true
 				break
 			}
 		}
 	}
 	s.m[token] = e
+	return evicted
 }
 
 // len returns the number of entries (for tests and metrics).

@@ -29,6 +29,7 @@ type provider struct {
 	// sub, client_id, iat and jti claims.
 	requireAT bool
 	keys      keySource
+	counters  *outcomeCounters
 	// Multi-tenant issuer template: iss = tmplPrefix + tenant + tmplSuffix.
 	tmplPrefix, tmplSuffix string
 	tenants                map[string]bool // nil for a plain issuer
