@@ -287,10 +287,17 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
+		canonical := opt
+		switch opt {
+		case "audiences":
+			canonical = "audience"
+		case "discovery_uri":
+			canonical = "discovery"
+		}
+		if seen[canonical] {
 			return d.Errf("provider %q: %s: specified more than once", name, opt)
 		}
-		seen[opt] = true
+		seen[canonical] = true
 		oneArg := func(dst *string) error {
 			if !d.AllArgs(dst) {
 				return d.ArgErr()
@@ -408,15 +415,26 @@ func parseRequirement(d *caddyfile.Dispenser) (Requirement, error) {
 	return q, nil
 }
 
-// checkUnlessPlaceholders validates the provider now, unless a value holds
-// a runtime placeholder ({env.*}, ...), which Provision expands and checks.
+// checkUnlessPlaceholders validates the provider now. A value holding a
+// runtime placeholder ({env.*}, ...) is only known at Provision, which
+// checks it again: here it stands in as a valid value, so that every other
+// error (a missing field, two key sources) is still reported with its line.
 func (p *Provider) checkUnlessPlaceholders() error {
-	for _, s := range append([]string{p.Issuer, p.JWKSURI, p.DiscoveryURI, p.JWKSFile}, p.Audiences...) {
+	c := *p
+	stand := func(s, valid string) string {
 		if strings.Contains(strings.ReplaceAll(s, tenantVar, ""), "{") {
-			return nil
+			return valid
 		}
+		return s
 	}
-	return p.check()
+	c.Issuer = stand(c.Issuer, "https://placeholder.invalid")
+	c.JWKSURI = stand(c.JWKSURI, "https://placeholder.invalid/jwks")
+	c.DiscoveryURI = stand(c.DiscoveryURI, "https://placeholder.invalid/.well-known/openid-configuration")
+	c.Audiences = make([]string, len(p.Audiences))
+	for i, a := range p.Audiences {
+		c.Audiences[i] = stand(a, "placeholder")
+	}
+	return c.check()
 }
 
 // Interface guard

@@ -663,11 +663,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		h.cacheMiss.Inc()
 	}
-	if !isB64Token(token) {
-		if src != nil && src.kind != sourceHeader {
-			// A cookie or query value that is no token at all.
-			return h.reject(w, repl, nil, fail(reasonMalformed, "token has characters outside base64url"))
-		}
+	if hasSeparator(token) {
 		return h.reject(w, repl, nil, errBadHeader)
 	}
 	claims, p, gen, aerr := h.verifier.verify(r.Context(), token, now)

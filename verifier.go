@@ -139,9 +139,10 @@ func bearerToken(h http.Header, maxTokenSize int) (string, *authError) {
 		return "", errMissingToken
 	}
 	if v[6] != ' ' {
-		// "Bearerx...", or a tab or other separator: not the Bearer scheme
-		// as RFC 6750 section 2.1 writes it.
-		if v[6] == '\t' {
+		// A tab, CR, LF or other control character after the scheme is a
+		// malformed header (line folding included); "Bearerx..." is simply
+		// another scheme.
+		if v[6] < 0x21 || v[6] == 0x7f {
 			return "", errBadHeader
 		}
 		return "", errMissingToken
@@ -161,31 +162,42 @@ func headerLimit(maxTokenSize int) int {
 	return max(4*maxTokenSize, 64<<10)
 }
 
-// b64TokenChars marks the bytes of RFC 6750's b64token (without the
-// trailing "="); b64urlChars those of unpadded base64url.
-var b64TokenChars, b64urlChars [256]bool
+// b64urlChars marks the bytes of unpadded base64url; b64urlValue holds
+// their 6-bit values.
+var (
+	b64urlChars [256]bool
+	b64urlValue [256]byte
+)
 
 func init() {
-	for c := 0; c < 256; c++ {
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		b64urlChars[c] = alnum || c == '-' || c == '_'
-		b64TokenChars[c] = b64urlChars[c] || c == '.' || c == '~' || c == '+' || c == '/'
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i := 0; i < len(alphabet); i++ {
+		b64urlChars[alphabet[i]] = true
+		b64urlValue[alphabet[i]] = byte(i)
 	}
 }
 
-// isB64Token reports whether s matches RFC 6750's b64token:
-// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
-func isB64Token(s string) bool {
-	i := 0
-	for ; i < len(s) && b64TokenChars[s[i]]; i++ {
-	}
-	if i == 0 {
-		return false
-	}
-	for ; i < len(s); i++ {
-		if s[i] != '=' {
-			return false
+// hasSeparator reports whether a token holds white space or control
+// characters: two tokens, or a folded header, rather than one malformed
+// token.
+func hasSeparator(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return true
 		}
+	}
+	return false
+}
+
+// canonicalEnd reports whether the last character of a base64url segment
+// of length n leaves its unused low bits zero, so that no two strings
+// decode to the same bytes (a token has exactly one spelling).
+func canonicalEnd(last byte, n int) bool {
+	switch n % 4 {
+	case 2:
+		return b64urlValue[last]&0x0f == 0
+	case 3:
+		return b64urlValue[last]&0x03 == 0
 	}
 	return true
 }
@@ -215,8 +227,11 @@ func compactParts(token string) (dot1, dot2 int, ok bool) {
 	if dot1 <= 0 || dot2 <= dot1+1 || dot2 == len(token)-1 {
 		return 0, 0, false
 	}
-	// A base64url segment never has a length of 1 modulo 4.
-	if dot1%4 == 1 || (dot2-dot1-1)%4 == 1 || (len(token)-dot2-1)%4 == 1 {
+	// A base64url segment never has a length of 1 modulo 4, and its last
+	// character must not carry stray bits.
+	n1, n2, n3 := dot1, dot2-dot1-1, len(token)-dot2-1
+	if n1%4 == 1 || n2%4 == 1 || n3%4 == 1 ||
+		!canonicalEnd(token[dot1-1], n1) || !canonicalEnd(token[dot2-1], n2) || !canonicalEnd(token[len(token)-1], n3) {
 		return 0, 0, false
 	}
 	return dot1, dot2, true
@@ -257,6 +272,18 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &top); err != nil || top == nil {
 		return nil, nil, 0, errPayloadNotObj
+	}
+	// go-jose's decoder refuses duplicate member names, but a RawMessage
+	// value is only scanned: decode nested objects and arrays too, so no
+	// duplicate hides at any depth (a last-wins parser upstream would read
+	// them differently).
+	for _, raw := range top {
+		if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
+			var nested any
+			if err := json.Unmarshal(raw, &nested); err != nil {
+				return nil, nil, 0, errPayloadNotObj
+			}
+		}
 	}
 
 	// Provider: one map look-up on the unverified iss.
