@@ -7,10 +7,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // authzFixture is a provider on a test IdP plus a key to sign with.
@@ -390,4 +394,36 @@ func serveTo(t *testing.T, h *Handler, req *http.Request, w *httptest.ResponseRe
 		return nil
 	}))
 	return res
+}
+
+// TestRejectionLoggedOnceAtDebug: each rejection is one debug entry with
+// the provider and the reason code, and never the token.
+func TestRejectionLoggedOnceAtDebug(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{})
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	c := claimsFor(f.idp.url(), "api")
+	c["exp"] = time.Now().Add(-time.Hour).Unix()
+	tok := f.key.sign(t, c, nil)
+	serve(t, h, bearer(tok))
+	entries := logs.All()
+	if len(entries) != 1 || entries[0].Level != zapcore.DebugLevel {
+		t.Fatalf("want one debug entry, got %v", entries)
+	}
+	m := entries[0].ContextMap()
+	if m["provider"] != "idp" || m["reason"] != "expired" {
+		t.Fatalf("fields = %v", m)
+	}
+	for _, e := range entries {
+		for _, v := range e.ContextMap() {
+			if s, ok := v.(string); ok && strings.Contains(s, tok[:20]) {
+				t.Fatalf("token logged: %v", m)
+			}
+		}
+	}
+	serve(t, h, bearer(""))
+	if m := logs.All()[1].ContextMap(); m["provider"] != "" || m["reason"] != "missing_token" {
+		t.Fatalf("missing token entry = %v", m)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"go.uber.org/zap"
 )
 
 // Shared test helpers: an identity provider on 127.0.0.1 (discovery and
@@ -230,6 +231,9 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 		cancel()
 		t.Fatalf("validate: %v", err)
 	}
+	// Rejections log at debug level; keep test and benchmark output quiet
+	// (tests that check logs install an observer afterwards).
+	h.logger = zap.NewNop()
 	t.Cleanup(func() {
 		_ = h.Cleanup()
 		cancel()

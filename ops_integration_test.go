@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -364,4 +365,38 @@ func TestIntegrationAdminAPI(t *testing.T) {
 	if status != http.StatusServiceUnavailable || len(notReady) != 1 || notReady[0] != "downidp" {
 		t.Fatalf("ready with a down provider: %d %v", status, body)
 	}
+}
+
+// TestIntegrationAccessLogUserID: Caddy's access log shows the token's
+// subject as user_id.
+func TestIntegrationAccessLogUserID(t *testing.T) {
+	k := newTestKey(t, "accesslog", jose.ES256, 0)
+	idp := newTestIdP(t, k)
+	logFile := t.TempDir() + "/access.log"
+	cfg := integrationGlobals + `http://localhost:9080 {
+	log {
+		output file ` + logFile + `
+		format json
+	}
+	oauth2_jwt {
+` + providerBlock("idp", idp, "") + `	}
+	respond "ok"
+}
+`
+	tc := newIntegrationTester(t, cfg, "caddyfile")
+	waitForStatus(t, tc, "/", signWith(t, k, idp, map[string]any{"sub": "alice@example"}), 200, 5*time.Second)
+	var found bool
+	waitUntil(t, 5*time.Second, "access log line with user_id", func() bool {
+		data, err := os.ReadFile(logFile)
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) == nil && entry["user_id"] == "alice@example" && entry["status"] == float64(200) {
+				found = true
+			}
+		}
+		return found
+	})
 }
