@@ -123,13 +123,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n <= 0 || n > maxConfigMaxTokenSize {
-				return d.Errf("max_token_size: %q is not a number of bytes between 1 and %d", s, maxConfigMaxTokenSize)
+			n, err := intArg(d, opt, 1, maxConfigMaxTokenSize, "bytes")
+			if err != nil {
+				return err
 			}
 			h.MaxTokenSize = n
 
@@ -137,13 +133,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 || n > maxCacheSize {
-				return d.Errf("cache_size: %q is not a number of entries between 0 and %d", s, maxCacheSize)
+			n, err := intArg(d, opt, 0, maxCacheSize, "entries")
+			if err != nil {
+				return err
 			}
 			h.CacheSize = &n
 
@@ -374,6 +366,19 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 		}
 	}
 	return nil
+}
+
+// intArg reads the single integer argument of option opt, within [lo, hi].
+func intArg(d *caddyfile.Dispenser, opt string, lo, hi int, unit string) (int, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, d.Errf("%s: %q is not a number of %s between %d and %d", opt, s, unit, lo, hi)
+	}
+	return n, nil
 }
 
 // parseRequirement reads one requirement, the cursor on its kind:

@@ -18,7 +18,18 @@
 # MAX_FETCHES (2), CACHE_SIZE (10000; 0 makes every request verify the
 # signature with the provider's keys), PLAIN (0; 1 reloads plain Caddy
 # without the module instead: a control showing what Caddy itself does on
-# reload; the JWKS fetch check is then skipped).
+# reload; the JWKS fetch check is then skipped), KEEPALIVE (0; see below).
+#
+# Why wrk sends "Connection: close" by default: on every reload Caddy shuts
+# the old server down gracefully, which closes the keep-alive connections
+# that are idle at that moment. wrk writes its next request on such a
+# connection without waiting and counts the close as a "read" socket error
+# (a real client retries: the request was never read). That happens with
+# plain Caddy as much as with the module (try PLAIN=1 KEEPALIVE=1: about one
+# error per connection per reload), so it would hide the failures this
+# script looks for. With a connection per request, any socket error or
+# non-2xx is a request that Caddy + oauth2_jwt really failed. KEEPALIVE=1
+# keeps the connections open and reports those errors without failing.
 source "$(dirname "$0")/lib.sh"
 
 RELOADS=${RELOADS:-20}
@@ -27,6 +38,7 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 PLAIN=${PLAIN:-0}
+KEEPALIVE=${KEEPALIVE:-0}
 MAX_FETCHES=${MAX_FETCHES:-2}
 CACHE_SIZE=${CACHE_SIZE:-10000}
 
@@ -110,8 +122,11 @@ echo "JWKS fetches after start: $(fetches)"
 
 duration=$(awk -v n="$RELOADS" -v i="$INTERVAL" 'BEGIN { printf "%d", n * (i + 0.5) + 4 }')
 echo "wrk -t$THREADS -c$CONNS -d${duration}s with a valid token; $RELOADS reloads through POST /load, ${INTERVAL}s apart (cache_size $CACHE_SIZE)"
+conn_header=(-H "Connection: close")
+[[ $KEEPALIVE == 1 ]] && conn_header=()
+echo "connections: $([[ $KEEPALIVE == 1 ]] && echo keep-alive || echo 'one per request (Connection: close)')"
 timeout $((duration + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${duration}s" --timeout "$WRK_TIMEOUT" \
-	-H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$API_PORT/" >"$WORK/wrk.out" 2>&1 &
+	"${conn_header[@]}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$API_PORT/" >"$WORK/wrk.out" 2>&1 &
 WRK_PID=$!
 PIDS+=("$WRK_PID")
 sleep 2
@@ -136,7 +151,7 @@ requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.out")
 non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$WORK/wrk.out")
 socket=$(awk '/Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i; print n }' "$WORK/wrk.out")
 n_fetch=$(fetches)
-metric=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^caddy_oauth2_jwt_key_fetches_total' | tr '\n' ' ')
+metric=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | { grep -E '^caddy_oauth2_jwt_key_fetches_total' || true; } | tr '\n' ' ')
 
 echo
 echo "== result"
@@ -147,7 +162,12 @@ echo "module metric: ${metric:-none}"
 machine_info
 
 status=0
-[[ ${non2xx:-0} == 0 && ${socket:-0} == 0 ]] || { echo "FAIL: failed requests"; status=1; }
+if [[ $KEEPALIVE == 1 ]]; then
+	[[ ${non2xx:-0} == 0 ]] || { echo "FAIL: non-2xx responses"; status=1; }
+	echo "KEEPALIVE=1: socket errors reported, not counted as failures (see the top of this script)"
+else
+	[[ ${non2xx:-0} == 0 && ${socket:-0} == 0 ]] || { echo "FAIL: failed requests"; status=1; }
+fi
 [[ $failed_loads == 0 ]] || { echo "FAIL: failed reloads"; status=1; }
 ((n_fetch <= MAX_FETCHES && (n_fetch >= 1 || PLAIN == 1))) || { echo "FAIL: $n_fetch JWKS fetches"; status=1; }
 [[ $status == 0 ]] && echo "PASS"
