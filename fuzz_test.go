@@ -1214,6 +1214,7 @@ func TestFuzzJWKSOracle(t *testing.T) {
 		return &keySet{byKid: map[string][]*verificationKey{kid: {vk}}, all: []*verificationKey{vk}}
 	}
 	small := &rsa.PublicKey{N: new(big.Int).Rsh(rsaPub.N, 1024), E: rsaPub.E}
+	//lint:ignore SA1019 an off-curve key can only be built from raw coordinates
 	offCurve := &ecdsa.PublicKey{Curve: elliptic.P256(), X: ecPub.X, Y: new(big.Int).Add(ecPub.Y, big.NewInt(1))}
 	doc := func(jwk []byte) []byte { return []byte(`{"keys":[` + string(jwk) + `]}`) }
 
