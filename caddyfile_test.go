@@ -461,6 +461,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"duplicate discovery through alias discovery_uri", provider(iss, aud, "discovery https://a.example.com/one", "discovery_uri https://a.example.com/two"), `provider "a": discovery_uri: specified more than once`, 6},
 		{"duplicate provider name", "oauth2_jwt {\n\tprovider a {\n\t\t" + iss + "\n\t\t" + aud + "\n\t}\n\tprovider a {\n\t\tissuer https://b.example.com\n\t\t" + aud + "\n\t}\n}",
 			`provider "a": defined more than once`, 6},
+		// Line 0 below: the error points at the directive's closing brace
+		// (line 10), not at either provider; reported, not locked in.
 		{"two providers with the same issuer", "oauth2_jwt {\n\tprovider b {\n\t\t" + iss + "\n\t\t" + aud + "\n\t}\n\tprovider a {\n\t\t" + iss + "\n\t\taudience other\n\t}\n}",
 			`providers "a" and "b" have the same issuer "https://a.example.com"`, 0},
 
@@ -476,6 +478,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"max_token_size too large", global("max_token_size 1048577"), `max_token_size: "1048577" is not a number of bytes`, 6},
 		{"missing_token_status 403", global("missing_token_status 403"), `missing_token_status: "403" is not 400 or 401`, 6},
 		{"missing_token_status not a number", global("missing_token_status unauthorized"), `missing_token_status: "unauthorized" is not 400 or 401`, 6},
+		// Line 0: checked after the block, so it points at the closing brace.
 		{"realm with control character", global("realm \"a\tb\""), "realm: contains a control character", 0},
 		{"cache_size negative", global("cache_size -1"), `cache_size: "-1" is not a number of entries between 0 and 10000000`, 6},
 		{"cache_size not a number", global("cache_size many"), `cache_size: "many" is not a number of entries`, 6},
