@@ -99,6 +99,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := p.checkUnlessPlaceholders(); err != nil {
 				return fmt.Errorf("provider %q: %w, at %s:%d", name, err, file, line)
 			}
+			for other, op := range h.Providers {
+				if op.Issuer == p.Issuer {
+					return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q, at %s:%d", name, p.Issuer, other, file, line)
+				}
+			}
 			if h.Providers == nil {
 				h.Providers = make(map[string]*Provider)
 			}
@@ -117,6 +122,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if !d.AllArgs(&h.Realm) {
 				return d.ArgErr()
+			}
+			if err := (&Handler{Realm: h.Realm}).checkGlobal(); err != nil {
+				return d.WrapErr(err)
 			}
 
 		case "max_token_size":
@@ -168,6 +176,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&claim, &header) {
 				return d.ArgErr()
 			}
+			if !validHeaderName(header) {
+				return d.Errf("forward_claim: %q is not a valid header name", header)
+			}
 			h.ForwardClaims = append(h.ForwardClaims, ClaimHeader{Claim: claim, Header: header})
 
 		case "forward_claims_json":
@@ -176,6 +187,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if !d.AllArgs(&h.ForwardClaimsJSON) {
 				return d.ArgErr()
+			}
+			if !validHeaderName(h.ForwardClaimsJSON) {
+				return d.Errf("forward_claims_json: %q is not a valid header name", h.ForwardClaimsJSON)
 			}
 
 		case "strip_authorization", "allow_missing", "allow_cors_preflight":
@@ -229,11 +243,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				switch d.Val() {
 				case "resource":
+					if h.ResourceMetadata.Resource != "" {
+						return d.Err("resource_metadata: resource: specified more than once")
+					}
 					if !d.AllArgs(&h.ResourceMetadata.Resource) {
 						return d.ArgErr()
 					}
+					if !strings.Contains(h.ResourceMetadata.Resource, "{") {
+						if _, err := h.ResourceMetadata.provision(nil, nil); err != nil {
+							return d.WrapErr(err)
+						}
+					}
 				case "scopes_supported":
-					h.ResourceMetadata.ScopesSupported = append(h.ResourceMetadata.ScopesSupported, d.RemainingArgs()...)
+					args := d.RemainingArgs()
+					if len(args) == 0 {
+						return d.ArgErr()
+					}
+					h.ResourceMetadata.ScopesSupported = append(h.ResourceMetadata.ScopesSupported, args...)
 				default:
 					return d.Errf("resource_metadata: unrecognized option %q", d.Val())
 				}
@@ -263,14 +289,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := h.checkGlobal(); err != nil {
 		return d.WrapErr(err)
 	}
-	issuers := map[string]string{}
-	for name, p := range h.Providers {
-		if other, dup := issuers[p.Issuer]; dup {
-			a, b := min(name, other), max(name, other)
-			return d.Errf("providers %q and %q have the same issuer %q", a, b, p.Issuer)
-		}
-		issuers[p.Issuer] = name
-	}
 	return nil
 }
 
@@ -290,16 +308,19 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			return d.Errf("provider %q: %s: specified more than once", name, opt)
 		}
 		seen[canonical] = true
+		argErr := func() error {
+			return d.Errf("provider %q: %s: wrong argument count", name, opt)
+		}
 		oneArg := func(dst *string) error {
 			if !d.AllArgs(dst) {
-				return d.ArgErr()
+				return argErr()
 			}
 			return nil
 		}
 		duration := func(dst *caddy.Duration) error {
 			var s string
 			if !d.AllArgs(&s) {
-				return d.ArgErr()
+				return argErr()
 			}
 			dur, err := caddy.ParseDuration(s)
 			if err != nil {
@@ -318,7 +339,7 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 		case "audience", "audiences":
 			p.Audiences = d.RemainingArgs()
 			if len(p.Audiences) == 0 {
-				return d.ArgErr()
+				return argErr()
 			}
 		case "jwks_uri":
 			err = oneArg(&p.JWKSURI)
@@ -329,7 +350,7 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 		case "algorithms":
 			p.Algorithms = d.RemainingArgs()
 			if len(p.Algorithms) == 0 {
-				return d.ArgErr()
+				return argErr()
 			}
 			if _, _, aerr := parseAlgorithms(p.Algorithms); aerr != nil {
 				return d.Errf("provider %q: %v", name, aerr)
@@ -348,7 +369,7 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			err = duration(&p.MaxStale)
 		case "insecure_http":
 			if d.NextArg() {
-				return d.ArgErr()
+				return argErr()
 			}
 			p.InsecureHTTP = true
 		case "require_typ":
@@ -356,7 +377,7 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 		case "tenants":
 			p.Tenants = d.RemainingArgs()
 			if len(p.Tenants) == 0 {
-				return d.ArgErr()
+				return argErr()
 			}
 		default:
 			return d.Errf("provider %q: unrecognized option %q", name, opt)

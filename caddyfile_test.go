@@ -430,18 +430,18 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"directive argument", "oauth2_jwt extra {\n\tprovider a {\n\t\t" + iss + "\n\t\t" + aud + "\n\t}\n}", "wrong argument count", 1},
 		{"provider without name", "oauth2_jwt {\n\tprovider {\n\t\t" + iss + "\n\t}\n}", "wrong argument count or unexpected line ending after 'provider'", 2},
 		{"provider with two names", "oauth2_jwt {\n\tprovider a b {\n\t\t" + iss + "\n\t}\n}", "wrong argument count", 2},
-		{"issuer missing arg", provider("issuer", aud), "wrong argument count or unexpected line ending after 'issuer'", 3},
+		{"issuer missing arg", provider("issuer", aud), `provider "a": issuer: wrong argument count`, 3},
 		{"issuer extra arg", provider(iss+" https://b.example.com", aud), "wrong argument count", 3},
-		{"audience missing arg", provider(iss, "audience"), "unexpected line ending after 'audience'", 4},
-		{"jwks_uri missing arg", provider(iss, aud, "jwks_uri"), "unexpected line ending after 'jwks_uri'", 5},
+		{"audience missing arg", provider(iss, "audience"), `provider "a": audience: wrong argument count`, 4},
+		{"jwks_uri missing arg", provider(iss, aud, "jwks_uri"), `provider "a": jwks_uri: wrong argument count`, 5},
 		{"discovery extra arg", provider(iss, aud, "discovery https://a.example.com/d https://a.example.com/e"), "wrong argument count", 5},
 		{"jwks_file extra arg", provider(iss, aud, "jwks_file a.json b.json"), "wrong argument count", 5},
-		{"algorithms missing arg", provider(iss, aud, "algorithms"), "unexpected line ending after 'algorithms'", 5},
-		{"leeway missing arg", provider(iss, aud, "leeway"), "unexpected line ending after 'leeway'", 5},
+		{"algorithms missing arg", provider(iss, aud, "algorithms"), `provider "a": algorithms: wrong argument count`, 5},
+		{"leeway missing arg", provider(iss, aud, "leeway"), `provider "a": leeway: wrong argument count`, 5},
 		{"leeway extra arg", provider(iss, aud, "leeway 1s 2s"), "wrong argument count", 5},
-		{"max_stale missing arg", provider(iss, aud, "max_stale"), "unexpected line ending after 'max_stale'", 5},
+		{"max_stale missing arg", provider(iss, aud, "max_stale"), `provider "a": max_stale: wrong argument count`, 5},
 		{"insecure_http with arg", provider(iss, aud, "insecure_http yes"), "wrong argument count", 5},
-		{"require_typ missing arg", provider(iss, aud, "require_typ"), "unexpected line ending after 'require_typ'", 5},
+		{"require_typ missing arg", provider(iss, aud, "require_typ"), `provider "a": require_typ: wrong argument count`, 5},
 		{"public_paths missing arg", global("public_paths"), "unexpected line ending after 'public_paths'", 6},
 		{"realm missing arg", global("realm"), "unexpected line ending after 'realm'", 6},
 		{"realm extra arg", global("realm a b"), "wrong argument count", 6},
@@ -464,7 +464,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		// Line 0 below: the error points at the directive's closing brace
 		// (line 10), not at either provider; reported, not locked in.
 		{"two providers with the same issuer", "oauth2_jwt {\n\tprovider b {\n\t\t" + iss + "\n\t\t" + aud + "\n\t}\n\tprovider a {\n\t\t" + iss + "\n\t\taudience other\n\t}\n}",
-			`providers "a" and "b" have the same issuer "https://a.example.com"`, 0},
+			`provider "a": issuer "https://a.example.com" is already the issuer of provider "b"`, 6},
 
 		// Values.
 		{"bad duration", provider(iss, aud, "leeway soon"), `provider "a": leeway: "soon" is not a duration`, 5},
@@ -510,7 +510,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"issuer template without key source", provider("issuer https://login.example.com/{tenant}/v2.0", aud, "tenants *"), `provider "a": jwks_uri or discovery: required with an issuer template`, 2},
 		{"issuer template with two variables", provider("issuer https://{tenant}.example.com/{tenant}", aud, "jwks_uri https://login.example.com/keys", "tenants *"), `provider "a": issuer: a template may hold {tenant} only once`, 2},
 		{"invalid tenant id", provider("issuer https://login.example.com/{tenant}/v2.0", aud, "jwks_uri https://login.example.com/keys", "tenants ok a/b"), `provider "a": tenants: "a/b" is not a valid tenant id`, 2},
-		{"tenants missing arg", provider(iss, aud, "tenants"), "unexpected line ending after 'tenants'", 5},
+		{"tenants missing arg", provider(iss, aud, "tenants"), `provider "a": tenants: wrong argument count`, 5},
 		{"require_typ other than at+jwt", provider(iss, aud, "require_typ JWT"), `provider "a": require_typ: "JWT" is not supported (only at+jwt)`, 2},
 
 		// Provider consistency (reported at the provider's line).

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/textproto"
+	"strings"
 )
 
 // ClaimHeader forwards one claim to the upstream as a request header.
@@ -58,6 +59,20 @@ func (f *forwarding) apply(h http.Header, c *Claims) {
 	if f.jsonHdr != "" {
 		h[f.jsonHdr] = []string{base64.RawURLEncoding.EncodeToString(c.raw)}
 	}
+}
+
+// validHeaderName reports whether name is an RFC 9110 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func validHeaderValue(v string) bool {

@@ -593,17 +593,26 @@ http://localhost:9080 {
 // and returns the status and body of the answer.
 func loadConfig(t *testing.T, config, contentType string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://localhost:2999/load", strings.NewReader(config))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", contentType)
 	// No kept-alive connections: Caddy restarts its admin server after a
-	// load, and a POST on a connection to the previous one fails with EOF.
+	// load (and after a rolled-back one), and a POST on a connection to the
+	// previous one fails with EOF; a connection refused or reset while it
+	// restarts is retried (bounded), an HTTP answer never is.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("POST /load: %v", err)
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequest(http.MethodPost, "http://localhost:2999/load", strings.NewReader(config))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		resp, err = client.Do(req)
+		if err == nil {
+			break
+		}
+		if attempt >= 40 {
+			t.Fatalf("POST /load: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)

@@ -317,9 +317,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	for i, fc := range h.ForwardClaims {
-		if fc.Claim == "" || fc.Header == "" || strings.ContainsAny(fc.Header, " \t:\r\n") {
+		if fc.Claim == "" || !validHeaderName(fc.Header) {
 			return fmt.Errorf("forward_claims[%d]: claim and a valid header name are required", i)
 		}
+	}
+	if h.ForwardClaimsJSON != "" && !validHeaderName(h.ForwardClaimsJSON) {
+		return fmt.Errorf("forward_claims_json: %q is not a valid header name", h.ForwardClaimsJSON)
 	}
 	h.fwd = newForwarding(h.ForwardClaims, h.ForwardClaimsJSON, h.StripAuthorization)
 	metaURL := ""
