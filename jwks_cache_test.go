@@ -311,6 +311,7 @@ func TestCacheDiscoveryIssuerMismatch(t *testing.T) {
 		"idp": {Issuer: idp.url(), Audiences: []string{"api"}}, // discovery at the issuer by default
 	}})
 	c := cacheOf(t, h, idp.url())
+	refreshNow(c) // lets the first fetch, started at provision, finish
 	core, logs := observer.New(zapcore.WarnLevel)
 	c.logger.Store(zap.New(core))
 	refreshNow(c)
@@ -518,8 +519,15 @@ func TestCacheOneBadKeyInSet(t *testing.T) {
 	smallJWK, _ := json.Marshal(jose.JSONWebKey{Key: &small.PublicKey, KeyID: "rsa-1024"})
 	encJWK, _ := json.Marshal(jose.JSONWebKey{Key: rsaKey(1).Public(), KeyID: "enc", Use: "enc"})
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"off-curve","x":%q,"y":%q}`,
-		rawB64(ec.X.Bytes()), rawB64(append([]byte{1}, ec.Y.Bytes()[1:]...)))
+	// The public point with the last bit of y flipped: (x, y^1) is never
+	// on the curve (the only other y for this x is p-y).
+	point, err := ec.PublicKey.Bytes() // 0x04 || x || y
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := point[1:33], append([]byte(nil), point[33:]...)
+	y[31] ^= 1
+	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"off-curve","x":%q,"y":%q}`, rawB64(x), rawB64(y))
 	dup, _ := json.Marshal(jose.JSONWebKey{Key: rsaKey(1).Public(), KeyID: "good"})
 	goodJWK, _ := json.Marshal(good.public())
 	goodECJWK, _ := json.Marshal(goodEC.public())
@@ -546,7 +554,11 @@ func TestCacheOneBadKeyInSet(t *testing.T) {
 
 	ks, _ := c.keys()
 	if len(ks.all) != 2 {
-		t.Fatalf("loaded %d keys, want the 2 good ones", len(ks.all))
+		var kids []string
+		for _, k := range ks.all {
+			kids = append(kids, k.kid)
+		}
+		t.Fatalf("loaded %d keys %v, want the 2 good ones", len(ks.all), kids)
 	}
 	// Skips were logged on the first fetch (before the observer) and are
 	// not logged again by later fetches.
