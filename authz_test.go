@@ -427,3 +427,22 @@ func TestRejectionLoggedOnceAtDebug(t *testing.T) {
 		t.Fatalf("missing token entry = %v", m)
 	}
 }
+
+// TestClaimsFromRequest: later Go modules get the verified claims; a
+// public request has none.
+func TestClaimsFromRequest(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{PublicPaths: []string{"/public"}})
+	res := serve(t, h, bearer(f.token(t, map[string]any{"realm_access": map[string]any{"roles": []string{"a", "b"}}})))
+	c, ok := ClaimsFromRequest(res.nextSeen)
+	if !ok || c.Subject() != "user-42" || c.Provider() != "idp" || strings.Join(c.Strings("realm_access.roles"), "+") != "a+b" {
+		t.Fatalf("ClaimsFromRequest = %v, %v", c, ok)
+	}
+	if raw, ok := c.Raw("aud"); !ok || string(raw) != `"api"` || !json.Valid(c.JSON()) || c.Expiry().IsZero() {
+		t.Fatalf("claims accessors wrong")
+	}
+	pub := serve(t, h, httptest.NewRequest(http.MethodGet, "http://example.test/public", nil))
+	if c, ok := ClaimsFromRequest(pub.nextSeen); ok || c != nil {
+		t.Fatalf("public request has claims")
+	}
+}

@@ -9,20 +9,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/go-jose/go-jose/v4/json"
 )
 
-// ClaimsVarKey is the key under which a verified token's *Claims are stored
-// in the request's Caddy variables (caddyhttp.GetVar). Other Go modules
-// should use ClaimsFromRequest.
-const ClaimsVarKey = "oauth2_jwt.claims"
+// claimsKey is the replacer key under which a verified request's *Claims
+// are found. It cannot be written as a placeholder in a config (it starts
+// with a NUL byte), so it never prints.
+const claimsKey = "\x00oauth2_jwt.claims"
 
-// ClaimsFromRequest returns the verified claims of the request, stored by
-// an oauth2_jwt handler earlier in the chain, or nil and false when the
-// request carried no verified token (a public path, for example).
+// ClaimsFromRequest returns the verified claims of the request, set by an
+// oauth2_jwt handler earlier in the chain, or nil and false when the
+// request carried no verified token (a public path, for example). The
+// claims travel with the request's Caddy replacer, so handing them over
+// costs the hot path nothing.
 func ClaimsFromRequest(r *http.Request) (*Claims, bool) {
-	c, ok := caddyhttp.GetVar(r.Context(), ClaimsVarKey).(*Claims)
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return nil, false
+	}
+	v, _ := repl.Get(claimsKey)
+	c, ok := v.(*Claims)
 	return c, ok && c != nil
 }
 
@@ -133,10 +140,7 @@ func formatJSON(v []byte) string {
 	}
 	switch v[0] {
 	case '"':
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return ""
-		}
+		s, _ := jsonString(v)
 		return s
 	case 'n':
 		return ""
@@ -189,6 +193,8 @@ func formatNumber(v []byte) string {
 // asks for them.
 func (c *Claims) replace(key string) (any, bool) {
 	switch key {
+	case claimsKey:
+		return c, true
 	case "http.auth.user.id":
 		return c.subject, true
 	case "http.auth.jwt.provider":

@@ -1186,8 +1186,9 @@ func TestFuzzOracleRefusesForgeries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
-			req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), httptest.NewRecorder(), nil)
-			caddyhttp.SetVar(req.Context(), ClaimsVarKey, &Claims{provider: "asym"})
+			repl := caddy.NewReplacer()
+			req = caddyhttp.PrepareRequest(req, repl, httptest.NewRecorder(), nil)
+			repl.Map((&Claims{provider: "asym"}).replace)
 			if why := e.checkAccepted(tt.authz, fuzzOutcome{status: http.StatusOK, next: req}); why == "" {
 				t.Fatal("the oracle lets this token through")
 			}

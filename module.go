@@ -686,13 +686,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // in the request's variables and in forwarded headers.
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, next caddyhttp.Handler) error {
 	if repl != nil {
+		// Placeholders and ClaimsFromRequest resolve through this one
+		// provider, lazily.
 		repl.Map(claims.replace)
 	}
 	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
 		return h.reject(w, repl, p, errForbidden)
 	}
 	p.counters[reasonOK].Inc()
-	caddyhttp.SetVar(r.Context(), ClaimsVarKey, claims)
 	h.fwd.apply(r.Header, claims)
 	h.passOn(r, src)
 	return next.ServeHTTP(w, r)
