@@ -652,6 +652,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return h.reject(w, repl, nil, aerr)
 	}
+	if len(token) > h.MaxTokenSize {
+		// Refused before it is hashed, scanned or decoded.
+		return h.reject(w, repl, nil, errTooLarge)
+	}
 	now := h.verifier.now()
 	if h.cache != nil {
 		if e := h.cache.get(token, now); e != nil {
