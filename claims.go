@@ -45,6 +45,9 @@ type Claims struct {
 	notAfter time.Time // expiry plus leeway: accepted strictly before this
 	// notBefore is max(nbf, iat) minus leeway: accepted from this instant.
 	notBefore time.Time
+	// replaceFn is replace as a function value, made once so that a
+	// cached token's requests do not allocate it again.
+	replaceFn caddy.ReplacerFunc
 }
 
 // Provider returns the name of the provider whose key verified the token.

@@ -47,6 +47,8 @@ type keySource interface {
 	// keys returns the current key set, or an unavailable error when the
 	// provider has no usable keys (never loaded, or older than max_stale).
 	keys() (*keySet, *authError)
+	// keysAt is keys for a clock reading the caller already has.
+	keysAt(now time.Time) (*keySet, *authError)
 	// refreshForKid is called when a token names a kid the current set does
 	// not have. It may fetch the JWKS once (rate limited, shared by
 	// concurrent callers) and returns the set to retry with, or nil when no
@@ -58,6 +60,7 @@ type keySource interface {
 type staticKeys struct{ set *keySet }
 
 func (s staticKeys) keys() (*keySet, *authError)                   { return s.set, nil }
+func (s staticKeys) keysAt(time.Time) (*keySet, *authError)        { return s.set, nil }
 func (s staticKeys) refreshForKid(context.Context, string) *keySet { return nil }
 
 // loadJWKSFile reads and parses a local JWKS file.
@@ -554,8 +557,13 @@ func maxAge(cc string) time.Duration {
 
 // keys implements keySource.
 func (c *jwksCache) keys() (*keySet, *authError) {
+	return c.keysAt(time.Now())
+}
+
+// keysAt implements keySource.
+func (c *jwksCache) keysAt(now time.Time) (*keySet, *authError) {
 	ks := c.current.Load()
-	if ks != nil && c.now().Sub(ks.fetchedAt) <= c.cfg.maxStale {
+	if ks != nil && now.Add(time.Duration(c.skew.Load())).Sub(ks.fetchedAt) <= c.cfg.maxStale {
 		return ks, nil
 	}
 	c.mu.Lock()

@@ -659,7 +659,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	now := h.verifier.now()
 	if h.cache != nil {
 		if e := h.cache.get(token, now); e != nil {
-			ks, aerr := e.p.keys.keys()
+			ks, aerr := e.p.keys.keysAt(now)
 			if aerr != nil {
 				return h.reject(w, repl, e.p, aerr)
 			}
@@ -691,8 +691,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, next caddyhttp.Handler) error {
 	if repl != nil {
 		// Placeholders and ClaimsFromRequest resolve through this one
-		// provider, lazily.
-		repl.Map(claims.replace)
+		// provider, lazily; the function value is made once per token.
+		repl.Map(claims.replaceFn)
 	}
 	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
 		return h.reject(w, repl, p, errForbidden)

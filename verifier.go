@@ -326,7 +326,7 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	}
 
 	// Keys: only now may the network be involved.
-	ks, aerr := p.keys.keys()
+	ks, aerr := p.keys.keysAt(now)
 	if aerr != nil {
 		return nil, p, 0, aerr
 	}
@@ -352,6 +352,7 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 		if tok.Claims(k.key) == nil {
 			claims.provider = p.name
 			claims.tenant = tenant
+			claims.replaceFn = claims.replace
 			claims.raw = payload
 			claims.top = top
 			return claims, p, gen, nil
