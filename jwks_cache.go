@@ -100,6 +100,12 @@ type fetchConfig struct {
 }
 
 func (f fetchConfig) poolKey() string {
+	if f.discoveryURI == "" {
+		// The issuer only matters for checking a discovery document:
+		// providers with different issuers sharing one JWKS URL (Entra
+		// ID's v1 and v2 issuers, say) share one cache and one fetch.
+		f.issuer = ""
+	}
 	return fmt.Sprintf("oauth2_jwt|jwks=%s|discovery=%s|issuer=%s|refresh=%s|min=%s|timeout=%s|stale=%s|insecure=%t",
 		f.jwksURI, f.discoveryURI, f.issuer, f.refreshInterval, f.minRefresh, f.fetchTimeout, f.maxStale, f.insecureHTTP)
 }

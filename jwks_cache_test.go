@@ -628,3 +628,24 @@ func TestCacheMaxAge(t *testing.T) {
 }
 
 func rawB64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestCacheSharedAcrossIssuers: two providers with different issuers and
+// one JWKS URL share one cache (one fetch); with discovery they do not,
+// since each checks the document's issuer.
+func TestCacheSharedAcrossIssuers(t *testing.T) {
+	k := newTestKey(t, "shared", jose.ES256, 0)
+	idp := newTestIdP(t, k)
+	h := provisionHandler(t, &Handler{Providers: map[string]*Provider{
+		"v1": {Issuer: "https://sts.example.com/tenant/", Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+		"v2": {Issuer: "https://login.example.com/tenant/v2.0", Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+	}})
+	waitForKeys(t, h)
+	if cacheOf(t, h, "https://sts.example.com/tenant/") != cacheOf(t, h, "https://login.example.com/tenant/v2.0") {
+		t.Fatalf("providers sharing a JWKS URL got two caches")
+	}
+	expectReason(t, serve(t, h, bearer(k.sign(t, claimsFor("https://sts.example.com/tenant/", "api"), nil))), http.StatusOK, "")
+	expectReason(t, serve(t, h, bearer(k.sign(t, claimsFor("https://login.example.com/tenant/v2.0", "api"), nil))), http.StatusOK, "")
+	if n := idp.jwksHits.Load(); n != 1 {
+		t.Fatalf("%d JWKS fetches, want 1", n)
+	}
+}
