@@ -177,6 +177,15 @@ func compactJSON(v []byte) string {
 	return b.String()
 }
 
+// formatNumberOrBool prints a JSON number or boolean as its placeholder
+// does.
+func formatNumberOrBool(v []byte) string {
+	if v[0] == 't' || v[0] == 'f' {
+		return string(v)
+	}
+	return formatNumber(v)
+}
+
 // formatNumber prints a JSON number; integral values print without
 // exponent (1.7672256e+09 prints as 1767225600).
 func formatNumber(v []byte) string {

@@ -260,7 +260,7 @@ func inspectWith(ctx context.Context, out io.Writer, n, total int, h *Handler, t
 
 	// Wait for the first key fetch of every remote provider, as bounded
 	// as the module itself would be.
-	for _, p := range h.verifier.byIssuer {
+	for _, p := range h.providers {
 		c, ok := p.keys.(*jwksCache)
 		if !ok {
 			continue

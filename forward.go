@@ -43,6 +43,20 @@ func (f *forwarding) scrub(h http.Header) {
 	for _, name := range f.reserved {
 		delete(h, name)
 	}
+	// CGI, WSGI, PHP and Rack upstreams read X_User_Id and X-User-Id as
+	// the same variable (HTTP_X_USER_ID): drop underscore spellings too.
+	for name := range h {
+		if strings.IndexByte(name, '_') < 0 {
+			continue
+		}
+		dashed := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
+		for _, r := range f.reserved {
+			if dashed == r {
+				delete(h, name)
+				break
+			}
+		}
+	}
 }
 
 // apply sets the forwarded headers of a verified request. A claim whose

@@ -246,7 +246,7 @@ func provisionHandler(t testing.TB, h *Handler) *Handler {
 func waitForKeys(t testing.TB, h *Handler) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for _, p := range h.verifier.byIssuer {
+	for _, p := range h.providers {
 		for {
 			if _, aerr := p.keys.keys(); aerr == nil {
 				break

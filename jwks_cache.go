@@ -137,6 +137,7 @@ type jwksCache struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	wake   chan struct{} // a fetch ended: the refresher re-reads nextAttempt
 
 	current atomic.Pointer[keySet]
 
@@ -163,6 +164,7 @@ func newJWKSCache(cfg fetchConfig) *jwksCache {
 		ctx:         ctx,
 		cancel:      cancel,
 		done:        make(chan struct{}),
+		wake:        make(chan struct{}, 1),
 		jwksURI:     cfg.jwksURI,
 		negative:    make(map[string]time.Time),
 		loggedSkips: make(map[string]struct{}),
@@ -215,23 +217,24 @@ func (c *jwksCache) start() {
 func (c *jwksCache) Destruct() error {
 	c.cancel()
 	<-c.done
+	c.client.CloseIdleConnections()
 	return nil
 }
 
+// run is the refresher: it fetches at nextAttempt, which every fetch
+// (periodic, unknown-kid or forced) sets, and wakes up to re-read it
+// whenever a fetch it did not start ends.
 func (c *jwksCache) run() {
 	defer close(c.done)
-	defer func() {
-		if r := recover(); r != nil {
-			c.log().Error("JWKS refresher panicked; keys will no longer refresh",
-				zap.String("source", c.cfg.sourceURL()), zap.Any("panic", r))
-		}
-	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-c.wake:
+			c.resetTimer(timer)
+			continue
 		case <-timer.C:
 		}
 		wait := c.fetchShared(true)
@@ -240,14 +243,17 @@ func (c *jwksCache) run() {
 			return
 		case <-wait:
 		}
-		c.mu.Lock()
-		delay := c.nextAttempt.Sub(c.now())
-		c.mu.Unlock()
-		if delay < 0 {
-			delay = 0
-		}
-		timer.Reset(delay)
+		c.resetTimer(timer)
 	}
+}
+
+// resetTimer arms the refresher's timer for nextAttempt.
+func (c *jwksCache) resetTimer(timer *time.Timer) {
+	c.mu.Lock()
+	delay := c.nextAttempt.Sub(c.now())
+	c.mu.Unlock()
+	timer.Stop()
+	timer.Reset(max(delay, 0))
 }
 
 // fetchShared starts a fetch unless one is in flight, and returns a channel
@@ -269,7 +275,24 @@ func (c *jwksCache) startFetchLocked(full bool) <-chan struct{} {
 	c.lastAttempt = c.now()
 	jwksURI := c.jwksURI
 	go func() {
-		defer close(ch)
+		defer func() {
+			if r := recover(); r != nil {
+				// A panic while parsing a hostile document must not take
+				// Caddy down: it counts as a failed fetch.
+				c.mu.Lock()
+				c.failures++
+				c.lastErr = fmt.Errorf("panic while fetching keys: %v", r)
+				c.nextAttempt = c.now().Add(min(firstBackoff<<min(c.failures-1, 20), c.cfg.minRefresh))
+				c.inflight = nil
+				c.mu.Unlock()
+				c.log().Error("JWKS fetch panicked", zap.String("source", c.cfg.sourceURL()), zap.Any("panic", r))
+			}
+			close(ch)
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}()
 		c.fetch(full || jwksURI == "", jwksURI)
 	}()
 	return ch

@@ -29,7 +29,12 @@ import (
 // cacheOf returns the remote key cache of the provider with this issuer.
 func cacheOf(t testing.TB, h *Handler, issuer string) *jwksCache {
 	t.Helper()
-	p := h.verifier.byIssuer[issuer]
+	var p *provider
+	for _, cand := range h.providers {
+		if cand.issuer == issuer {
+			p = cand
+		}
+	}
 	if p == nil {
 		t.Fatalf("no provider for issuer %q", issuer)
 	}

@@ -133,9 +133,10 @@ type Handler struct {
 	public     caddyhttp.MatchPath
 	challenges challenges
 	missing    int
-	names      []string // provider names, sorted
-	poolKeys   []string // cachePool keys this instance holds
-	regKeys    []string // admin registry keys this instance holds
+	names      []string    // provider names, sorted
+	providers  []*provider // in names order
+	poolKeys   []string    // cachePool keys this instance holds
+	regKeys    []string    // admin registry keys this instance holds
 	cacheNames []namedCache
 	metrics    *metricSet
 	anonCount  *outcomeCounters // requests rejected before a provider is known
@@ -273,6 +274,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		now:          time.Now,
 	}
 	var all algSet
+	issuers := make(map[string]string, len(h.Providers))
+	var publicIssuers []string
 	for _, name := range h.names {
 		cfg := h.Providers[name]
 		if cfg == nil {
@@ -282,13 +285,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		if other, dup := h.verifier.byIssuer[p.issuer]; dup {
-			return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q", name, p.issuer, other.name)
+		if other, dup := issuers[p.issuer]; dup {
+			return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q", name, p.issuer, other)
 		}
-		h.verifier.byIssuer[p.issuer] = p
+		issuers[p.issuer] = name
 		if p.tenants != nil {
+			// Found only through its template, never by its literal
+			// template string (which would skip the tenant checks).
 			h.verifier.templated = append(h.verifier.templated, p)
+		} else {
+			h.verifier.byIssuer[p.issuer] = p
+			publicIssuers = append(publicIssuers, p.issuer)
 		}
+		h.providers = append(h.providers, p)
 		all |= p.algs
 	}
 	h.verifier.parseAlgs = all.list()
@@ -327,11 +336,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.fwd = newForwarding(h.ForwardClaims, h.ForwardClaimsJSON, h.StripAuthorization)
 	metaURL := ""
 	if h.ResourceMetadata != nil {
-		var issuers []string
-		for _, name := range h.names {
-			issuers = append(issuers, h.Providers[name].Issuer)
-		}
-		meta, err := h.ResourceMetadata.provision(issuers, bearerMethods)
+		meta, err := h.ResourceMetadata.provision(publicIssuers, bearerMethods)
 		if err != nil {
 			return err
 		}
@@ -678,7 +683,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.reject(w, repl, p, aerr)
 	}
 	if h.cache != nil {
-		if h.cache.put(token, &cachedToken{claims: claims, p: p, gen: gen}, now) {
+		// Clone: the token is a substring of the request's header (or
+		// cookie, or query), which the cache must not keep alive.
+		if h.cache.put(strings.Clone(token), &cachedToken{claims: claims, p: p, gen: gen}, now) {
 			h.metrics.cacheEvicted.Inc()
 		}
 	}
@@ -699,7 +706,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 	}
 	p.counters[reasonOK].Inc()
 	h.fwd.apply(r.Header, claims)
-	h.passOn(r, src)
+	h.passOn(r)
 	return next.ServeHTTP(w, r)
 }
 
@@ -708,19 +715,25 @@ func (h *Handler) passAnonymous(w http.ResponseWriter, r *http.Request, repl *ca
 	if repl != nil {
 		repl.Map(anonymousPlaceholders)
 	}
-	h.passOn(r, nil)
+	h.passOn(r)
 	return next.ServeHTTP(w, r)
 }
 
 // passOn removes what must not reach later handlers: the Authorization
-// header when strip_authorization is set, and a query-string token.
-func (h *Handler) passOn(r *http.Request, src *tokenSource) {
+// header when strip_authorization is set, and query-string tokens.
+func (h *Handler) passOn(r *http.Request) {
 	if h.fwd.stripAuth {
 		delete(r.Header, "Authorization")
 	}
-	if src != nil && src.kind == sourceQuery {
-		r.URL.RawQuery = removeQueryParam(r.URL.RawQuery, src.name)
-		r.RequestURI = r.URL.RequestURI()
+	// Every query source's parameter goes, whichever source (if any)
+	// yielded the token: a token in the URL never travels on.
+	for i := range h.sources {
+		if s := &h.sources[i]; s.kind == sourceQuery && r.URL.RawQuery != "" {
+			if q := removeQueryParam(r.URL.RawQuery, s.name); q != r.URL.RawQuery {
+				r.URL.RawQuery = q
+				r.RequestURI = r.URL.RequestURI()
+			}
+		}
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/go-jose/go-jose/v4/json"
 )
 
 // Requirement is one authorization rule on a verified token. Exactly one
@@ -114,7 +116,21 @@ func (q *Requirement) holds(c *Claims, granted *[]string, done *bool) bool {
 		}
 		return true
 	case q.Claim != "":
-		for _, v := range c.Strings(q.Claim) {
+		raw, ok := c.Raw(q.Claim)
+		if !ok || len(raw) == 0 {
+			return false
+		}
+		items := []json.RawMessage{raw}
+		if raw[0] == '[' {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return false
+			}
+		}
+		for _, it := range items {
+			v, ok := scalarText(it)
+			if !ok {
+				continue // objects and nested arrays never match
+			}
 			for _, want := range q.Values {
 				if v == want {
 					return true
@@ -131,6 +147,20 @@ func (q *Requirement) holds(c *Claims, granted *[]string, done *bool) bool {
 		return false
 	}
 	return false
+}
+
+// scalarText is the text a string, number or boolean compares by.
+func scalarText(v json.RawMessage) (string, bool) {
+	if len(v) == 0 {
+		return "", false
+	}
+	switch v[0] {
+	case '"':
+		return jsonString(v)
+	case '{', '[', 'n':
+		return "", false
+	}
+	return formatNumberOrBool(v), true
 }
 
 // grantedScopes returns the scopes of the `scope` and `scp` claims.

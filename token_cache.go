@@ -27,6 +27,7 @@ const tokenCacheShards = 64
 //   - the provider's keys are usable at all (not past max_stale).
 type tokenCache struct {
 	perShard int
+	nShards  uint // tokenCacheShards, or fewer for a cache smaller than that
 	shards   [tokenCacheShards]tokenShard
 }
 
@@ -47,8 +48,9 @@ func newTokenCache(size int) *tokenCache {
 	if size <= 0 {
 		return nil
 	}
-	c := &tokenCache{perShard: (size + tokenCacheShards - 1) / tokenCacheShards}
-	for i := range c.shards {
+	n := min(size, tokenCacheShards)
+	c := &tokenCache{nShards: uint(n), perShard: (size + n - 1) / n}
+	for i := range c.nShards {
 		c.shards[i].m = make(map[string]*cachedToken)
 	}
 	return c
@@ -64,7 +66,7 @@ func (c *tokenCache) shard(token string) *tokenShard {
 	if n < 2 {
 		return &c.shards[0]
 	}
-	return &c.shards[(uint(token[n-1])*31+uint(token[n-2]))%tokenCacheShards]
+	return &c.shards[(uint(token[n-1])*31+uint(token[n-2]))%c.nShards]
 }
 
 // get returns the cached entry for token when it may still be used at now.
@@ -113,7 +115,7 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted b
 // len returns the number of entries (for tests and metrics).
 func (c *tokenCache) len() int {
 	n := 0
-	for i := range c.shards {
+	for i := range c.nShards {
 		s := &c.shards[i]
 		s.mu.RLock()
 		n += len(s.m)
