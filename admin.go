@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,66 +40,6 @@ func (AdminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// activeProvider is a provider of a provisioned handler, as the admin API
-// shows it.
-type activeProvider struct {
-	name   string
-	issuer string
-	source string // "jwks_uri <url>", "discovery <url>" or "jwks_file <path>"
-	keys   keySource
-	refs   int
-}
-
-// registry tracks the providers of every provisioned handler (several
-// handlers, and during a reload two configs, may name the same provider).
-var registry = struct {
-	sync.Mutex
-	m map[string]*activeProvider
-}{m: make(map[string]*activeProvider)}
-
-func registryKey(name, issuer, source string) string {
-	return name + "\x00" + issuer + "\x00" + source
-}
-
-func registerProvider(name, issuer, source string, keys keySource) string {
-	key := registryKey(name, issuer, source)
-	registry.Lock()
-	defer registry.Unlock()
-	ap := registry.m[key]
-	if ap == nil {
-		ap = &activeProvider{name: name, issuer: issuer, source: source, keys: keys}
-		registry.m[key] = ap
-	}
-	ap.refs++
-	return key
-}
-
-func unregisterProvider(key string) {
-	registry.Lock()
-	defer registry.Unlock()
-	if ap := registry.m[key]; ap != nil {
-		if ap.refs--; ap.refs <= 0 {
-			delete(registry.m, key)
-		}
-	}
-}
-
-func activeProviders() []*activeProvider {
-	registry.Lock()
-	defer registry.Unlock()
-	out := make([]*activeProvider, 0, len(registry.m))
-	for _, ap := range registry.m {
-		out = append(out, ap)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].name != out[j].name {
-			return out[i].name < out[j].name
-		}
-		return out[i].issuer < out[j].issuer
-	})
-	return out
-}
-
 // providerStatus is one provider in the admin API's answers.
 type providerStatus struct {
 	Name        string      `json:"name"`
@@ -125,46 +63,42 @@ type keyStatus struct {
 	Algorithms []string `json:"algorithms"`
 }
 
-func (ap *activeProvider) status() providerStatus {
-	st := providerStatus{Name: ap.name, Issuer: ap.issuer, KeySource: ap.source, Keys: []keyStatus{}}
-	ks, aerr := ap.keys.keys()
-	st.Ready = aerr == nil
-	if ks == nil {
-		if c, ok := ap.keys.(*jwksCache); ok {
-			ks = c.current.Load() // stale keys are still shown
+func (lp *liveProvider) status() providerStatus {
+	st := providerStatus{Name: lp.name, Issuer: lp.issuer, KeySource: lp.source, Keys: []keyStatus{}}
+	var ks *keySet
+	if lp.cache == nil {
+		ks, _ = lp.keys.keysAt(time.Time{}) // a jwks_file's keys never age
+		st.Ready = true
+		st.LastResult = "loaded from file"
+	} else {
+		cs := lp.cache.status()
+		ks, st.Ready, st.Fetches = cs.keys, cs.usable, cs.successes+cs.errors // stale keys are still shown
+		if !cs.lastAttempt.IsZero() {
+			t := cs.lastAttempt
+			st.LastFetch = &t
+		}
+		if !cs.nextAttempt.IsZero() {
+			t := cs.nextAttempt
+			st.NextRefresh = &t
+		}
+		switch {
+		case cs.lastErr != nil:
+			st.LastResult, st.LastError = "error", cs.lastErr.Error()
+		case cs.pending:
+			st.LastResult = "pending"
+		default:
+			st.LastResult = "success"
+		}
+		if ks != nil {
+			t := ks.fetchedAt
+			st.LastSuccess = &t
+			st.KeysAge = cs.now.Sub(t).Round(time.Second).String()
 		}
 	}
 	if ks != nil {
 		for _, k := range ks.all {
 			st.Keys = append(st.Keys, keyStatus{Kid: k.kid, Type: k.class.String(), Algorithm: string(k.alg), Algorithms: k.algorithms()})
 		}
-	}
-	if c, ok := ap.keys.(*jwksCache); ok {
-		c.mu.Lock()
-		if !c.lastAttempt.IsZero() {
-			t := c.lastAttempt
-			st.LastFetch = &t
-		}
-		if !c.nextAttempt.IsZero() {
-			t := c.nextAttempt
-			st.NextRefresh = &t
-		}
-		if c.lastErr != nil {
-			st.LastResult, st.LastError = "error", c.lastErr.Error()
-		} else if c.lastAttempt.IsZero() || c.inflight != nil && ks == nil {
-			st.LastResult = "pending"
-		} else {
-			st.LastResult = "success"
-		}
-		c.mu.Unlock()
-		st.Fetches = c.fetches.Load()
-		if ks != nil {
-			t := ks.fetchedAt
-			st.LastSuccess = &t
-			st.KeysAge = c.now().Sub(t).Round(time.Second).String()
-		}
-	} else {
-		st.LastResult = "loaded from file"
 	}
 	return st
 }
@@ -174,8 +108,8 @@ func serveProviders(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
 	list := []providerStatus{}
-	for _, ap := range activeProviders() {
-		list = append(list, ap.status())
+	for _, lp := range loadedProviders() {
+		list = append(list, lp.status())
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"providers": list})
 }
@@ -189,19 +123,19 @@ func serveProviderAction(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
-	var found []*activeProvider
-	for _, ap := range activeProviders() {
-		if ap.name == name {
-			found = append(found, ap)
+	var found []*liveProvider
+	for _, lp := range loadedProviders() {
+		if lp.name == name {
+			found = append(found, lp)
 		}
 	}
 	if len(found) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no provider named %q", name)}
 	}
 	var results []providerStatus
-	for _, ap := range found {
-		c, ok := ap.keys.(*jwksCache)
-		if !ok {
+	for _, lp := range found {
+		c := lp.cache
+		if c == nil {
 			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("provider %q loads its keys from a file at provision; reload the config instead", name)}
 		}
 		wait, retryIn := c.forceRefresh()
@@ -215,7 +149,7 @@ func serveProviderAction(w http.ResponseWriter, r *http.Request) error {
 		case <-r.Context().Done():
 			return r.Context().Err()
 		}
-		results = append(results, ap.status())
+		results = append(results, lp.status())
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"providers": results})
 }
@@ -225,9 +159,9 @@ func serveReady(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
 	notReady := []string{}
-	for _, ap := range activeProviders() {
-		if _, aerr := ap.keys.keys(); aerr != nil {
-			notReady = append(notReady, ap.name)
+	for _, lp := range loadedProviders() {
+		if !lp.status().Ready {
+			notReady = append(notReady, lp.name)
 		}
 	}
 	status := http.StatusOK

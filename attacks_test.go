@@ -96,7 +96,7 @@ func newAttackFixture(t *testing.T) *attackFixture {
 	}})
 	waitForKeys(t, f.h)
 	core, logs := observer.New(zapcore.DebugLevel)
-	f.h.logger = zap.New(core)
+	f.h.obs.logger = zap.New(core)
 	f.logs = logs
 	return f
 }
@@ -177,7 +177,7 @@ func advanceCacheClock(t *testing.T, h *Handler, iss string, d time.Duration) {
 	if !ok {
 		t.Fatalf("provider of %q has no remote key cache", iss)
 	}
-	c.skew.Add(int64(d))
+	advance(c, d)
 }
 
 // ---- hand-made tokens ----
@@ -1224,8 +1224,10 @@ func TestAttackRequireTyp(t *testing.T) {
 		{name: "typ JWT with every access token claim", token: tok("JWT", nil), status: 401, code: "bad_claim"},
 		{name: "typ missing", token: tok(nil, nil), status: 401, code: "bad_claim"},
 		{name: "typ empty", token: tok("", nil), status: 401, code: "bad_claim"},
-		{name: "typ number", token: tok(1, nil), status: 401, code: "bad_claim"},
-		{name: "typ array", token: tok([]string{"at+jwt"}, nil), status: 401, code: "bad_claim"},
+		// A typ that is not a string breaks RFC 7515 section 4.1.9: the
+		// header is malformed, whatever the provider requires.
+		{name: "typ number", token: tok(1, nil), status: 401, code: "malformed"},
+		{name: "typ array", token: tok([]string{"at+jwt"}, nil), status: 401, code: "malformed"},
 		{name: "typ at+jwt with trailing space", token: tok("at+jwt ", nil), status: 401, code: "bad_claim"},
 		{name: "typ at+jwt with a parameter", token: tok("application/at+jwt; charset=utf-8", nil), status: 401, code: "bad_claim"},
 		{name: "typ id_token+jwt", token: tok("id_token+jwt", nil), status: 401, code: "bad_claim"},

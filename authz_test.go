@@ -329,7 +329,7 @@ func TestResourceMetadata(t *testing.T) {
 
 	// The document itself.
 	w := httptest.NewRecorder()
-	h.meta.serve(w, httptest.NewRequest(http.MethodGet, "http://api.example.com/.well-known/oauth-protected-resource/mcp", nil))
+	h.req.meta.serve(w, httptest.NewRequest(http.MethodGet, "http://api.example.com/.well-known/oauth-protected-resource/mcp", nil))
 	var doc map[string]any
 	if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil {
 		t.Fatal(err)
@@ -402,7 +402,7 @@ func TestRejectionLoggedOnceAtDebug(t *testing.T) {
 	f := newAuthzFixture(t)
 	h := f.handler(t, &Handler{})
 	core, logs := observer.New(zapcore.DebugLevel)
-	h.logger = zap.New(core)
+	h.obs.logger = zap.New(core)
 	c := claimsFor(f.idp.url(), "api")
 	c["exp"] = time.Now().Add(-time.Hour).Unix()
 	tok := f.key.sign(t, c, nil)

@@ -99,10 +99,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := p.checkUnlessPlaceholders(); err != nil {
 				return fmt.Errorf("provider %q: %w, at %s:%d", name, err, file, line)
 			}
+			issuers := make(map[string]string, len(h.Providers))
 			for other, op := range h.Providers {
-				if op.Issuer == p.Issuer {
-					return fmt.Errorf("provider %q: issuer %q is already the issuer of provider %q, at %s:%d", name, p.Issuer, other, file, line)
-				}
+				issuers[op.Issuer] = other
+			}
+			if err := issuerTaken(issuers, name, p.Issuer); err != nil {
+				return fmt.Errorf("%w, at %s:%d", err, file, line)
 			}
 			if h.Providers == nil {
 				h.Providers = make(map[string]*Provider)
@@ -123,7 +125,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Realm) {
 				return d.ArgErr()
 			}
-			if err := (&Handler{Realm: h.Realm}).checkGlobal(); err != nil {
+			if err := checkRealm(h.Realm); err != nil {
 				return d.WrapErr(err)
 			}
 
@@ -131,9 +133,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			n, err := intArg(d, opt, 1, maxConfigMaxTokenSize, "bytes")
+			n, err := intArg(d, opt)
 			if err != nil {
 				return err
+			}
+			if err := checkMaxTokenSize(n); err != nil {
+				return d.WrapErr(err)
 			}
 			h.MaxTokenSize = n
 
@@ -141,9 +146,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			n, err := intArg(d, opt, 0, maxCacheSize, "entries")
+			n, err := intArg(d, opt)
 			if err != nil {
 				return err
+			}
+			if err := checkCacheSize(n); err != nil {
+				return d.WrapErr(err)
 			}
 			h.CacheSize = &n
 
@@ -151,13 +159,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
+			n, err := intArg(d, opt)
+			if err != nil {
+				return err
 			}
-			n, err := strconv.Atoi(s)
-			if err != nil || (n != 400 && n != 401) {
-				return d.Errf("missing_token_status: %q is not 400 or 401", s)
+			if err := checkMissingTokenStatus(n, false); err != nil {
+				return d.WrapErr(err)
 			}
 			h.MissingTokenStatus = n
 
@@ -176,8 +183,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&claim, &header) {
 				return d.ArgErr()
 			}
-			if !validHeaderName(header) {
-				return d.Errf("forward_claim: %q is not a valid header name", header)
+			if err := checkHeaderName("forward_claim", header); err != nil {
+				return d.WrapErr(err)
 			}
 			h.ForwardClaims = append(h.ForwardClaims, ClaimHeader{Claim: claim, Header: header})
 
@@ -188,8 +195,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.ForwardClaimsJSON) {
 				return d.ArgErr()
 			}
-			if !validHeaderName(h.ForwardClaimsJSON) {
-				return d.Errf("forward_claims_json: %q is not a valid header name", h.ForwardClaimsJSON)
+			if err := checkHeaderName("forward_claims_json", h.ForwardClaimsJSON); err != nil {
+				return d.WrapErr(err)
 			}
 
 		case "strip_authorization", "allow_missing", "allow_cors_preflight":
@@ -250,8 +257,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					if !strings.Contains(h.ResourceMetadata.Resource, "{") {
-						if _, err := h.ResourceMetadata.provision(nil, nil); err != nil {
-							return d.WrapErr(err)
+						if _, err := checkResource(h.ResourceMetadata.Resource); err != nil {
+							return d.WrapErr(fmt.Errorf("resource_metadata: %w", err))
 						}
 					}
 				case "scopes_supported":
@@ -275,8 +282,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.ErrorFormat) {
 				return d.ArgErr()
 			}
-			if h.ErrorFormat != "json" {
-				return d.Errf("error_format: %q is not json", h.ErrorFormat)
+			if err := checkErrorFormat(h.ErrorFormat); err != nil {
+				return d.WrapErr(err)
 			}
 
 		default:
@@ -285,9 +292,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if len(h.Providers) == 0 {
 		return d.Err("oauth2_jwt: at least one provider block is required")
-	}
-	if err := h.checkGlobal(); err != nil {
-		return d.WrapErr(err)
 	}
 	return nil
 }
@@ -326,8 +330,8 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			if err != nil {
 				return d.Errf("provider %q: %s: %q is not a duration: %v", name, opt, s, err)
 			}
-			if dur < 0 {
-				return d.Errf("provider %q: %s: %q must not be negative", name, opt, s)
+			if err := nonNegative(opt, caddy.Duration(dur)); err != nil {
+				return d.Errf("provider %q: %v", name, err)
 			}
 			*dst = caddy.Duration(dur)
 			return nil
@@ -389,15 +393,16 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 	return nil
 }
 
-// intArg reads the single integer argument of option opt, within [lo, hi].
-func intArg(d *caddyfile.Dispenser, opt string, lo, hi int, unit string) (int, error) {
+// intArg reads the single integer argument of option opt; its range is
+// checked by the option's own check, as for JSON.
+func intArg(d *caddyfile.Dispenser, opt string) (int, error) {
 	var s string
 	if !d.AllArgs(&s) {
 		return 0, d.ArgErr()
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		return 0, d.Errf("%s: %q is not a number of %s between %d and %d", opt, s, unit, lo, hi)
+	if err != nil {
+		return 0, d.Errf("%s: %q is not a number", opt, s)
 	}
 	return n, nil
 }
@@ -460,7 +465,8 @@ func (p *Provider) checkUnlessPlaceholders() error {
 	for i, a := range p.Audiences {
 		c.Audiences[i] = stand(a, "placeholder")
 	}
-	return c.check()
+	_, _, err := c.compile("")
+	return err
 }
 
 // Interface guard

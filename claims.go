@@ -62,13 +62,25 @@ func (c *Claims) Subject() string { return c.subject }
 // Expiry returns the exp claim.
 func (c *Claims) Expiry() time.Time { return c.expiry }
 
-// JSON returns the payload JSON exactly as signed. Do not modify it.
-func (c *Claims) JSON() []byte { return c.raw }
+// JSON returns a copy of the payload JSON exactly as signed.
+func (c *Claims) JSON() []byte { return bytes.Clone(c.raw) }
 
-// Raw returns the JSON of the claim at name, looked up as the placeholders
-// do: first a top-level claim named exactly name, else a dotted path into
-// nested objects.
+// Raw returns a copy of the JSON of the claim at name, looked up as the
+// placeholders do: first a top-level claim named exactly name, else a
+// dotted path into nested objects.
 func (c *Claims) Raw(name string) (json.RawMessage, bool) {
+	v, ok := c.lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return bytes.Clone(v), true
+}
+
+// lookup is Raw without the copy. The result aliases the signed payload,
+// which every reader shares (and the verified-token cache keeps): it must
+// never be written to, nor decoded into (a json.RawMessage that is the
+// target of Unmarshal is overwritten in place).
+func (c *Claims) lookup(name string) (json.RawMessage, bool) {
 	if v, ok := c.top[name]; ok {
 		return v, true
 	}
@@ -105,7 +117,7 @@ func (c *Claims) Raw(name string) (json.RawMessage, bool) {
 // true/false, arrays of scalars joined with commas, objects as compact JSON,
 // and "" for an absent or null claim.
 func (c *Claims) String(name string) string {
-	v, ok := c.Raw(name)
+	v, ok := c.lookup(name)
 	if !ok {
 		return ""
 	}
@@ -116,7 +128,7 @@ func (c *Claims) String(name string) string {
 // an array claim item by item (each formatted as String would); nil when the
 // claim is absent.
 func (c *Claims) Strings(name string) []string {
-	v, ok := c.Raw(name)
+	v, ok := c.lookup(name)
 	if !ok || len(v) == 0 {
 		return nil
 	}
@@ -126,8 +138,8 @@ func (c *Claims) Strings(name string) []string {
 		}
 		return nil
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(v, &items); err != nil {
+	items, ok := arrayItems(v)
+	if !ok {
 		return nil
 	}
 	out := make([]string, 0, len(items))
@@ -150,8 +162,8 @@ func formatJSON(v []byte) string {
 	case 't', 'f':
 		return string(v)
 	case '[':
-		var items []json.RawMessage
-		if err := json.Unmarshal(v, &items); err != nil {
+		items, ok := arrayItems(v)
+		if !ok {
 			return ""
 		}
 		parts := make([]string, 0, len(items))
@@ -167,6 +179,17 @@ func formatJSON(v []byte) string {
 	default:
 		return formatNumber(v)
 	}
+}
+
+// arrayItems splits a JSON array into its items. The items alias v; they
+// are decoded into a fresh slice, never into one that holds aliases of the
+// payload, which the decoder would overwrite in place.
+func arrayItems(v json.RawMessage) ([]json.RawMessage, bool) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(v, &items); err != nil {
+		return nil, false
+	}
+	return items, true
 }
 
 func compactJSON(v []byte) string {
@@ -263,3 +286,27 @@ func numericDate(v json.RawMessage) (time.Time, bool) {
 // maxNumericDate is the year 9999: later dates are refused as invalid
 // rather than overflowing time arithmetic.
 const maxNumericDate = 253402300799
+
+// jsonString decodes a JSON string value. The common case, a string
+// without escapes, costs one copy.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	simple := true
+	for _, c := range inner {
+		if c == '\\' || c == '"' || c < 0x20 {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		return string(inner), true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}

@@ -2,17 +2,21 @@ package oauth2jwt
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -73,6 +77,82 @@ func TestCLIKeygenTokenRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCLIKeygenRefusesOverwrite: keygen never replaces an existing
+// --private or --jwks file unless --force is given; the error names the
+// file, and nothing is written.
+func TestCLIKeygenRefusesOverwrite(t *testing.T) {
+	keygen := func(args ...string) error {
+		cmd := keygenCommand()
+		cmd.SetArgs(args)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		return cmd.Execute()
+	}
+	dir := t.TempDir()
+	priv := filepath.Join(dir, "private.jwk")
+	jwks := filepath.Join(dir, "jwks.json")
+	if err := keygen("--private", priv, "--jwks", jwks); err != nil {
+		t.Fatal(err)
+	}
+	oldPriv, oldJWKS := mustRead(t, priv), mustRead(t, jwks)
+
+	for _, tc := range []struct {
+		name, priv, jwks, want string
+	}{
+		{"both exist", priv, jwks, priv},
+		{"private exists", priv, filepath.Join(dir, "new-jwks.json"), priv},
+		{"jwks exists", filepath.Join(dir, "new-private.jwk"), jwks, jwks},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := keygen("--private", tc.priv, "--jwks", tc.jwks)
+			if err == nil || !strings.Contains(err.Error(), tc.want+" already exists") || !strings.Contains(err.Error(), "--force") {
+				t.Fatalf("error %v, want one naming %s and --force", err, tc.want)
+			}
+			for _, f := range []string{"new-jwks.json", "new-private.jwk"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("%s was written", f)
+				}
+			}
+			if !bytes.Equal(mustRead(t, priv), oldPriv) || !bytes.Equal(mustRead(t, jwks), oldJWKS) {
+				t.Errorf("existing files changed")
+			}
+		})
+	}
+
+	t.Run("force", func(t *testing.T) {
+		// A loosened mode on the old key must not carry over to the new one.
+		if err := os.Chmod(priv, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := keygen("--private", priv, "--jwks", jwks, "--force"); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(mustRead(t, priv), oldPriv) || bytes.Equal(mustRead(t, jwks), oldJWKS) {
+			t.Errorf("--force did not overwrite")
+		}
+		if fi, err := os.Stat(priv); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("private key file: %v, mode %v", err, fi.Mode())
+		}
+		// The new pair matches: a token signed with the new private key
+		// is accepted with the new JWKS.
+		tok, err := mintToken(mustRead(t, priv), mintOptions{iss: "https://issuer.test", aud: []string{"api"}, sub: "a", ttl: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := provisionHandler(t, &Handler{Providers: map[string]*Provider{
+			"local": {Issuer: "https://issuer.test", Audiences: []string{"api"}, JWKSFile: jwks},
+		}})
+		expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	})
+
+	t.Run("same file twice", func(t *testing.T) {
+		f := filepath.Join(dir, "both.json")
+		if err := keygen("--private", f, "--jwks", f); err == nil {
+			t.Fatalf("keygen accepted one file for both")
+		}
+	})
+}
+
 func TestCLITokenFromPEM(t *testing.T) {
 	dir := t.TempDir()
 	k := newTestKey(t, "", jose.RS256, 0)
@@ -129,19 +209,43 @@ func TestCLITokenErrors(t *testing.T) {
 	_ = dir
 }
 
-// TestCLIInspect runs inspect against a JSON config whose provider's keys
-// come from a test IdP, for a valid, an expired, a wrong-audience and an
-// unknown-kid token.
-func TestCLIInspect(t *testing.T) {
+// inspectIdP starts a test IdP and returns it with its key and a JSON
+// config whose one oauth2_jwt handler trusts it (issuer = its URL,
+// audiences api and api2).
+func inspectIdP(t *testing.T) (*testIdP, *testKey, []byte) {
+	t.Helper()
 	k := newTestKey(t, "k1", jose.ES256, 0)
-	stranger := newTestKey(t, "k-unknown", jose.ES256, 0)
 	idp := newTestIdP(t, k)
 	cfg := []byte(`{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[
-		{"handler":"oauth2_jwt","providers":{"idp":{"issuer":"` + idp.url() + `","audiences":["api"],"jwks_uri":"` + idp.url() + `/jwks"}}},
+		{"handler":"oauth2_jwt","providers":{"idp":{"issuer":"` + idp.url() + `","audiences":["api","api2"],"jwks_uri":"` + idp.url() + `/jwks"}}},
 		{"handler":"static_response","body":"ok"}]}]}}}}}`)
+	return idp, k, cfg
+}
+
+// quietBase returns a caddy.Context for inspect, as the command makes it.
+func quietBase(t *testing.T) caddy.Context {
+	t.Helper()
+	base, restore, err := quietCaddy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restore)
+	return base
+}
+
+// TestCLIInspect runs inspect against a JSON config whose provider's keys
+// come from a test IdP, for a valid, an expired, a wrong-audience, an
+// unknown-issuer and an unknown-kid token. A failed issuer or audience
+// check lists what would have been accepted; no output holds the token's
+// signature.
+func TestCLIInspect(t *testing.T) {
+	idp, k, cfg := inspectIdP(t)
+	stranger := newTestKey(t, "k-unknown", jose.ES256, 0)
 
 	expired := claimsFor(idp.url(), "api")
 	expired["exp"] = time.Now().Add(-2 * time.Hour).Unix()
+	multiAud := claimsFor(idp.url(), "")
+	multiAud["aud"] = []string{"other", "https://idp.test/userinfo"}
 	cases := []struct {
 		name     string
 		token    string
@@ -153,16 +257,24 @@ func TestCLIInspect(t *testing.T) {
 		{"expired", k.sign(t, expired, nil), false,
 			[]string{"[ok]   issuer", "[FAIL] time: expired", "result: REJECTED, 401 expired", "ago)"}},
 		{"wrong audience", k.sign(t, claimsFor(idp.url(), "other"), nil), false,
-			[]string{"[ok]   time", "[FAIL] audience: bad_audience", "401 bad_audience"}},
+			[]string{"[ok]   time", "[FAIL] audience: bad_audience", "401 bad_audience",
+				`token aud: "other"` + "\n", `accepted:  "api", "api2" (provider idp)`}},
+		{"wrong audiences", k.sign(t, multiAud, nil), false,
+			[]string{"[FAIL] audience: bad_audience", `token aud: "other", "https://idp.test/userinfo"` + "\n",
+				`accepted:  "api", "api2" (provider idp)`}},
+		{"unknown issuer", k.sign(t, claimsFor(idp.url()+"/", "api"), nil), false,
+			[]string{"[FAIL] issuer: unknown_issuer", `token iss: "` + idp.url() + `/"` + "\n",
+				`accepted:  "` + idp.url() + `" (provider idp)`, "401 unknown_issuer"}},
 		{"unknown kid", stranger.sign(t, claimsFor(idp.url(), "api"), nil), false,
 			[]string{"[ok]   keys", "[FAIL] key: unknown_key", "401 unknown_key"}},
 		{"not a token", "hello", false,
 			[]string{"1 segments", "[FAIL] shape: malformed"}},
 	}
+	base := quietBase(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			ok, err := inspect(context.Background(), &out, tc.token, cfg)
+			ok, err := inspect(base, &out, tc.token, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,26 +289,321 @@ func TestCLIInspect(t *testing.T) {
 			if strings.Contains(out.String(), "[FAIL]") == tc.accepted {
 				t.Errorf("FAIL marker presence wrong:\n%s", out.String())
 			}
+			if parts := strings.Split(tc.token, "."); len(parts) == 3 && strings.Contains(out.String(), parts[2]) {
+				t.Errorf("output holds the token's signature:\n%s", out.String())
+			}
 		})
 	}
+}
 
-	t.Run("Caddyfile config", func(t *testing.T) {
-		dir := t.TempDir()
-		file := filepath.Join(dir, "Caddyfile")
-		body := ":0 {\n\toauth2_jwt {\n\t\tprovider idp {\n\t\t\tissuer " + idp.url() + "\n\t\t\taudience api\n\t\t\tjwks_uri " + idp.url() + "/jwks\n\t\t}\n\t}\n\trespond ok\n}\n"
-		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
+// TestCLIInspectTemplatedIssuer: for an unknown issuer, the accepted list
+// holds every provider's issuer, multi-tenant templates with their tenants.
+func TestCLIInspectTemplatedIssuer(t *testing.T) {
+	idp, k, _ := inspectIdP(t)
+	cfg := []byte(`{"handler":"oauth2_jwt","providers":{
+		"idp":{"issuer":"` + idp.url() + `","audiences":["api"],"jwks_uri":"` + idp.url() + `/jwks"},
+		"entra":{"issuer":"https://login.microsoftonline.com/{tenant}/v2.0","tenants":["t1","t2"],"audiences":["api"],"jwks_uri":"` + idp.url() + `/jwks"},
+		"multi":{"issuer":"https://multi.test/{tenant}","tenants":["*"],"audiences":["api"],"jwks_uri":"` + idp.url() + `/jwks"}}}`)
+	claims := claimsFor("https://login.microsoftonline.com/t3/v2.0", "api")
+	claims["tid"] = "t3"
+	var out bytes.Buffer
+	ok, err := inspect(quietBase(t), &out, k.sign(t, claims, nil), cfg)
+	if err != nil || ok {
+		t.Fatalf("ok=%v err=%v", ok, err)
+	}
+	for _, w := range []string{
+		"[FAIL] issuer: unknown_issuer",
+		`token iss: "https://login.microsoftonline.com/t3/v2.0"`,
+		`token tid: "t3"`,
+		`"https://login.microsoftonline.com/{tenant}/v2.0" (provider entra, tenants t1 t2)`,
+		`"` + idp.url() + `" (provider idp)`,
+		`"https://multi.test/{tenant}" (provider multi, any tenant)`,
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output lacks %q:\n%s", w, out.String())
 		}
-		cfgJSON, err := loadConfigJSON(file, "")
-		if err != nil {
-			t.Fatal(err)
+	}
+}
+
+// runInspect runs the inspect command in-process with stdin and args and
+// returns its output and exit code (0, or the exitError's).
+func runInspect(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := inspectCommand()
+	var stdout, stderr bytes.Buffer
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs(args)
+	// As under Caddy's root command (and withExitCode): no usage text,
+	// and the message of an exitError is taken below.
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.Execute()
+	code := 0
+	if err != nil {
+		var ee *exitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("error %v is not an exitError", err)
 		}
-		var out bytes.Buffer
-		ok, err := inspect(context.Background(), &out, k.sign(t, claimsFor(idp.url(), "api"), nil), cfgJSON)
-		if err != nil || !ok {
-			t.Fatalf("inspect via Caddyfile: ok=%v err=%v\n%s", ok, err, out.String())
+		code = ee.code
+		if ee.err != nil {
+			stderr.WriteString(ee.err.Error())
 		}
-	})
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestCLIInspectAdapterChoice: --config picks the adapter from the file
+// name as `caddy run --config` does.
+func TestCLIInspectAdapterChoice(t *testing.T) {
+	idp, k, jsonCfg := inspectIdP(t)
+	caddyfile := ":0 {\n\toauth2_jwt {\n\t\tprovider idp {\n\t\t\tissuer " + idp.url() + "\n\t\t\taudience api\n\t\t\tjwks_uri " + idp.url() + "/jwks\n\t\t}\n\t}\n\trespond ok\n}\n"
+	token := k.sign(t, claimsFor(idp.url(), "api"), nil)
+	for _, tc := range []struct {
+		file, body string
+		args       []string
+	}{
+		{"Caddyfile", caddyfile, nil},
+		{"api.Caddyfile", caddyfile, nil},
+		{"Caddyfile.prod", caddyfile, nil},
+		{"x.caddyfile", caddyfile, nil},
+		{"caddy.json", string(jsonCfg), nil},
+		{"Caddyfile.json", string(jsonCfg), nil},
+		{"site.conf", caddyfile, []string{"--adapter", "caddyfile"}},
+		{"site.conf", string(jsonCfg), nil},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), tc.file)
+			if err := os.WriteFile(file, []byte(tc.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, errOut, code := runInspect(t, token, append([]string{"--config", file}, tc.args...)...)
+			if code != 0 || !strings.Contains(out, "result: ACCEPTED") {
+				t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
+			}
+		})
+	}
+}
+
+// TestCLIInspectExitCodes: 0 accepted, 1 rejected (also without --config
+// for an expired or undecodable token), 2 when inspect cannot run.
+func TestCLIInspectExitCodes(t *testing.T) {
+	idp, k, cfg := inspectIdP(t)
+	cfgFile := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(cfgFile, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noHandler := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(noHandler, []byte(`{"apps":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	valid := k.sign(t, claimsFor(idp.url(), "api"), nil)
+	expiredClaims := claimsFor(idp.url(), "api")
+	expiredClaims["exp"] = time.Now().Add(-2 * time.Hour).Unix()
+	expired := k.sign(t, expiredClaims, nil)
+	// Within the default leeway of 60s: the module accepts it.
+	justExpiredClaims := claimsFor(idp.url(), "api")
+	justExpiredClaims["exp"] = time.Now().Add(-20 * time.Second).Unix()
+	future := claimsFor(idp.url(), "api")
+	future["nbf"] = time.Now().Add(time.Hour).Unix()
+	noExp := claimsFor(idp.url(), "api")
+	delete(noExp, "exp")
+
+	for _, tc := range []struct {
+		name    string
+		stdin   string
+		args    []string
+		code    int
+		stdout  []string
+		message string
+	}{
+		{"empty stdin", "", nil, 2, nil, "no token on stdin"},
+		{"white space only", " \n\t\r\n", []string{"--config", cfgFile}, 2, nil, "no token on stdin"},
+		{"bearer only", "Bearer \n", nil, 2, nil, "no token on stdin"},
+		{"valid, no config", valid + "\n", nil, 0, []string{"signature, issuer and audience not checked", "within its validity period"}, ""},
+		{"bearer prefix", "Bearer " + valid + "\n", nil, 0, []string{"within its validity period"}, ""},
+		{"within leeway, no config", k.sign(t, justExpiredClaims, nil), nil, 0, []string{"within its validity period"}, ""},
+		{"expired, no config", expired, nil, 1, []string{"REJECTED, expired 2h0m", "ago"}, ""},
+		{"not yet valid, no config", k.sign(t, future, nil), nil, 1, []string{"REJECTED, not yet valid: nbf is in "}, ""},
+		{"no exp, no config", k.sign(t, noExp, nil), nil, 1, []string{"REJECTED, no exp claim"}, ""},
+		{"garbage, no config", "hello", nil, 1, []string{"REJECTED, not a JWT"}, ""},
+		{"two segments, no config", strings.Join(strings.Split(valid, ".")[:2], "."), nil, 1, []string{"REJECTED, not a JWT"}, ""},
+		{"bad base64, no config", "!!!.e30.sig", nil, 1, []string{"not base64url", "REJECTED, not a JWT"}, ""},
+		{"valid", valid, []string{"--config", cfgFile}, 0, []string{"result: ACCEPTED"}, ""},
+		{"expired", expired, []string{"--config", cfgFile}, 1, []string{"[FAIL] time: expired"}, ""},
+		{"missing config", valid, []string{"--config", filepath.Join(t.TempDir(), "nope.json")}, 2, nil, "nope.json"},
+		{"config from stdin", valid, []string{"--config", "-"}, 2, nil, "stdin carries the token"},
+		{"config without handler", valid, []string{"--config", noHandler}, 2, nil, "no oauth2_jwt handler"},
+		{"adapter without config", valid, []string{"--adapter", "caddyfile"}, 2, nil, "--adapter needs --config"},
+		{"token as an argument", "", []string{valid}, 2, nil, "reads the token on stdin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runInspect(t, tc.stdin, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d; stderr %q\n%s", code, tc.code, errOut, out)
+			}
+			for _, w := range tc.stdout {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if !strings.Contains(errOut, tc.message) || (tc.message == "") != (errOut == "") {
+				t.Errorf("stderr %q, want one mentioning %q", errOut, tc.message)
+			}
+		})
+	}
+}
+
+// TestCLIInspectNamesSites: with several handlers, each "Handler N of M"
+// line names its server, listen address, host and path matchers.
+func TestCLIInspectNamesSites(t *testing.T) {
+	idp, k, _ := inspectIdP(t)
+	provider := "\t\tprovider idp {\n\t\t\tissuer " + idp.url() + "\n\t\t\taudience api\n\t\t\tjwks_uri " + idp.url() + "/jwks\n\t\t}\n"
+	caddyfile := "http://api.localhost:8081, http://api2.localhost:8081 {\n\thandle /mcp* {\n\t\toauth2_jwt {\n" + provider + "\t\t}\n\t\trespond ok\n\t}\n\trespond hi\n}\n\n" +
+		":8082 {\n\toauth2_jwt {\n" + strings.ReplaceAll(provider, "\t\t", "\t") + "\t}\n\trespond ok\n}\n"
+	file := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(file, []byte(caddyfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runInspect(t, k.sign(t, claimsFor(idp.url(), "api"), nil), "--config", file)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "Handler ") {
+			lines = append(lines, l)
+		}
+	}
+	want := []string{
+		"Handler 1 of 2 (providers: idp) at apps.http.servers.srv0, listen :8081, host api.localhost api2.localhost, path /mcp*",
+		"Handler 2 of 2 (providers: idp) at apps.http.servers.srv1, listen :8082, any host",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("handler lines:\n%s\nwant:\n%s\n\nfull output:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"), out)
+	}
+}
+
+// TestCLIFindHandlersSite: the site of handlers in nested subroutes, error
+// routes, with several matcher sets and outside the http app.
+func TestCLIFindHandlersSite(t *testing.T) {
+	cfg := `{"apps":{"http":{"servers":{"web":{"listen":[":443",":8443"],
+		"routes":[{"match":[{"host":["a.test"],"path":["/api/*"]},{"host":["b.test"],"method":["GET"]}],
+			"handle":[{"handler":"subroute","routes":[{"match":[{"path":["/api/v1/*"]}],"handle":[{"handler":"oauth2_jwt","n":2}]}]}]}],
+		"errors":{"routes":[{"handle":[{"handler":"oauth2_jwt","n":1}]}]}}}},
+		"other":{"list":[{"handler":"oauth2_jwt","n":3}]}}}`
+	var root any
+	if err := json.Unmarshal([]byte(cfg), &root); err != nil {
+		t.Fatal(err)
+	}
+	var found []foundHandler
+	findHandlers(root, site{}, &found)
+	want := []string{
+		"apps.http.servers.web (error routes), listen :443 :8443, any host",
+		"apps.http.servers.web, listen :443 :8443, host a.test b.test, path /api/* > /api/v1/*, other matchers: method",
+		"apps.other.list.0",
+	}
+	if len(found) != len(want) {
+		t.Fatalf("found %d handlers, want %d", len(found), len(want))
+	}
+	for i, f := range found {
+		if got := f.at.String(); got != want[i] {
+			t.Errorf("handler %d at %q, want %q", i+1, got, want[i])
+		}
+		if !strings.Contains(string(f.raw), `"n":`+strconv.Itoa(i+1)) {
+			t.Errorf("handler %d is %s", i+1, f.raw)
+		}
+	}
+}
+
+// TestCLIQuietCaddyRestores: the default logger is silenced for inspect
+// and put back afterwards.
+func TestCLIQuietCaddyRestores(t *testing.T) {
+	before := caddy.Log()
+	base, restore, err := quietCaddy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caddy.Log() == before || base.Logger() == before {
+		t.Errorf("logging not replaced")
+	}
+	restore()
+	if caddy.Log() != before {
+		t.Errorf("default logger not restored")
+	}
+}
+
+// TestCLIMainHelper is not a test: run by TestCLIMain in a child process,
+// it is the caddy command with the arguments in $OAUTH2JWT_CLI_ARGS.
+func TestCLIMainHelper(t *testing.T) {
+	args := os.Getenv("OAUTH2JWT_CLI_ARGS")
+	if args == "" {
+		t.Skip("helper process for TestCLIMain")
+	}
+	if err := json.Unmarshal([]byte(args), &os.Args); err != nil {
+		t.Fatal(err)
+	}
+	caddycmd.Main()
+	os.Exit(0)
+}
+
+// TestCLIMain runs `caddy oauth2-jwt inspect` as a process, through
+// Caddy's own main: its exit codes are 0, 1 and 2, and neither stdout
+// nor stderr carries a log line, although provisioning logs a warning
+// (insecure_http) and the key cache logs its fetch.
+func TestCLIMain(t *testing.T) {
+	idp, k, _ := inspectIdP(t)
+	cfg := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[
+		{"handler":"oauth2_jwt","providers":{"idp":{"issuer":"` + idp.url() + `","audiences":["api"],"jwks_uri":"` + idp.url() + `/jwks","insecure_http":true}}}]}]}}}}}`
+	cfgFile := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expired := claimsFor(idp.url(), "api")
+	expired["exp"] = time.Now().Add(-time.Hour).Unix()
+	for _, tc := range []struct {
+		name, stdin string
+		args        []string
+		code        int
+		stdout      string
+		stderr      string
+	}{
+		{"accepted", k.sign(t, claimsFor(idp.url(), "api"), nil), []string{"--config", cfgFile}, 0, "result: ACCEPTED", ""},
+		{"rejected", k.sign(t, claimsFor(idp.url(), "other"), nil), []string{"--config", cfgFile}, 1, "[FAIL] audience", ""},
+		{"expired, no config", k.sign(t, expired, nil), nil, 1, "REJECTED, expired", ""},
+		{"empty", "\n", []string{"--config", cfgFile}, 2, "", "Error: no token on stdin: pipe one in, e.g. caddy oauth2-jwt inspect < token.txt\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCLIMainHelper$")
+			args, _ := json.Marshal(append([]string{"caddy", "oauth2-jwt", "inspect"}, tc.args...))
+			cmd.Env = append(os.Environ(), "OAUTH2JWT_CLI_ARGS="+string(args))
+			cmd.Stdin = strings.NewReader(tc.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if !strings.Contains(stdout.String(), tc.stdout) {
+				t.Errorf("stdout lacks %q:\n%s", tc.stdout, stdout.String())
+			}
+			if stderr.String() != tc.stderr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr.String(), tc.stderr)
+			}
+			for _, l := range strings.Split(stdout.String(), "\n") {
+				if strings.Contains(l, `"level":`) || strings.Contains(l, `"msg":`) || strings.Contains(l, "\tINFO\t") || strings.Contains(l, "\tWARN\t") {
+					t.Errorf("stdout has a log line: %s", l)
+				}
+			}
+		})
+	}
 }
 
 func writePEM(t *testing.T, file string, k *testKey) {

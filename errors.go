@@ -1,10 +1,7 @@
 package oauth2jwt
 
 import (
-	"encoding/json"
 	"net/http"
-	"strconv"
-	"strings"
 )
 
 // reason is the single outcome code of one request. The same code is used in
@@ -65,10 +62,43 @@ func (r reason) String() string {
 	return reasons[r].code
 }
 
+// step is the check of the verification that refused a token, in the
+// order the checks run (README "What is checked, in order"); inspect
+// prints it.
+type step uint8
+
+const (
+	stepRequest   step = iota // the Authorization header or token source
+	stepShape                 // size and compact serialization
+	stepHeader                // the JOSE header
+	stepPayload               // the claims JSON
+	stepIssuer                // iss selects the provider
+	stepAlgorithm             // the provider's algorithm allow-list
+	stepTime                  // exp, nbf, iat
+	stepAudience              // aud
+	stepClaims                // other claims (sub, typ, at+jwt members)
+	stepKeys                  // the provider has usable keys
+	stepKey                   // a key fits the kid and alg
+	stepSignature             // the signature
+	stepRequire               // the require rules
+	stepCount
+)
+
+var stepNames = [stepCount]string{"request", "shape", "header", "payload", "issuer", "algorithm", "time", "audience", "claims", "keys", "key", "signature", "require"}
+
+// String returns the step's name.
+func (s step) String() string {
+	if s >= stepCount {
+		return "unknown"
+	}
+	return stepNames[s]
+}
+
 // authError is a request rejection. Its message is safe to log and to send:
 // it never contains token content.
 type authError struct {
 	reason reason
+	step   step
 	// detail is a fixed, safe explanation for logs (for example the name of
 	// the claim that failed); never token bytes.
 	detail string
@@ -83,124 +113,41 @@ func (e *authError) Error() string {
 	return reasons[e.reason].code + ": " + reasons[e.reason].description
 }
 
-func fail(r reason, detail string) *authError {
-	return &authError{reason: r, detail: detail}
+// explain is the detail, or the reason's fixed description when the
+// error has none: never empty.
+func (e *authError) explain() string {
+	if e.detail != "" {
+		return e.detail
+	}
+	return reasons[e.reason].description
+}
+
+func fail(s step, r reason, detail string) *authError {
+	return &authError{step: s, reason: r, detail: detail}
 }
 
 // Preallocated errors for the common outcomes, so rejections on the hot path
 // do not allocate.
 var (
-	errMissingToken    = &authError{reason: reasonMissingToken}
-	errSeveralHeaders  = &authError{reason: reasonInvalidRequest, detail: "several Authorization headers"}
-	errBadHeader       = &authError{reason: reasonInvalidRequest, detail: "authorization header is not 'Bearer <token>'"}
-	errHeaderTooLarge  = &authError{reason: reasonInvalidRequest, detail: "authorization header too large"}
-	errTooLarge        = &authError{reason: reasonMalformed, detail: "token exceeds max_token_size"}
-	errNotCompact      = &authError{reason: reasonMalformed, detail: "token is not three base64url segments"}
-	errUnknownIssuer   = &authError{reason: reasonUnknownIssuer}
-	errBadSignature    = &authError{reason: reasonBadSignature}
-	errExpired         = &authError{reason: reasonExpired}
-	errUnknownKey      = &authError{reason: reasonUnknownKey}
-	errNoKeyForAlg     = &authError{reason: reasonBadAlgorithm, detail: "no key of the provider fits the token algorithm"}
-	errAlgNotAllowed   = &authError{reason: reasonBadAlgorithm, detail: "token algorithm not in the provider's allow-list"}
-	errBadAudience     = &authError{reason: reasonBadAudience}
-	errNotYetValid     = &authError{reason: reasonNotYetValid, detail: "nbf is in the future"}
-	errIssuedInFuture  = &authError{reason: reasonNotYetValid, detail: "iat is in the future"}
-	errMissingExp      = &authError{reason: reasonMissingClaim, detail: "exp claim missing"}
-	errMissingIss      = &authError{reason: reasonMissingClaim, detail: "iss claim missing"}
-	errMissingAud      = &authError{reason: reasonMissingClaim, detail: "aud claim missing"}
-	errPayloadNotObj   = &authError{reason: reasonMalformed, detail: "payload is not a JSON object without duplicate keys"}
-	errHeaderForbidden = &authError{reason: reasonMalformed, detail: "token header uses crit, b64, zip or a nested JWT"}
+	errMissingToken    = &authError{step: stepRequest, reason: reasonMissingToken}
+	errSeveralHeaders  = &authError{step: stepRequest, reason: reasonInvalidRequest, detail: "several Authorization headers"}
+	errBadHeader       = &authError{step: stepRequest, reason: reasonInvalidRequest, detail: "authorization header is not 'Bearer <token>'"}
+	errHeaderTooLarge  = &authError{step: stepRequest, reason: reasonInvalidRequest, detail: "authorization header too large"}
+	errTooLarge        = &authError{step: stepShape, reason: reasonMalformed, detail: "token exceeds max_token_size"}
+	errNotCompact      = &authError{step: stepShape, reason: reasonMalformed, detail: "token is not three base64url segments"}
+	errBadSignature    = &authError{step: stepSignature, reason: reasonBadSignature}
+	errUnknownKey      = &authError{step: stepKey, reason: reasonUnknownKey}
+	errNoKeyForAlg     = &authError{step: stepKey, reason: reasonBadAlgorithm, detail: "no key of the provider fits the token algorithm"}
+	errAlgNotAllowed   = &authError{step: stepAlgorithm, reason: reasonBadAlgorithm, detail: "token algorithm not in the provider's allow-list"}
+	errAlgUnknown      = &authError{step: stepHeader, reason: reasonBadAlgorithm, detail: "token algorithm allowed by no provider"}
+	errNotYetValid     = &authError{step: stepTime, reason: reasonNotYetValid, detail: "nbf is in the future"}
+	errIssuedInFuture  = &authError{step: stepTime, reason: reasonNotYetValid, detail: "iat is in the future"}
+	errMissingExp      = &authError{step: stepTime, reason: reasonMissingClaim, detail: "exp claim missing"}
+	errMissingIss      = &authError{step: stepIssuer, reason: reasonMissingClaim, detail: "iss claim missing"}
+	errMissingAud      = &authError{step: stepAudience, reason: reasonMissingClaim, detail: "aud claim missing"}
+	errPayloadNotObj   = &authError{step: stepPayload, reason: reasonMalformed, detail: "payload is not a JSON object without duplicate keys"}
+	errHeaderForbidden = &authError{step: stepHeader, reason: reasonMalformed, detail: "token header uses crit, b64, zip or a nested JWT"}
+	errHeaderNotUTF8   = &authError{step: stepHeader, reason: reasonMalformed, detail: "token header is not valid UTF-8"}
+	errHeaderNotObj    = &authError{step: stepHeader, reason: reasonMalformed, detail: "token header is not a JSON object without duplicate members"}
+	errPayloadNotUTF8  = &authError{step: stepPayload, reason: reasonMalformed, detail: "payload is not valid UTF-8"}
 )
-
-// challenges holds the WWW-Authenticate values for every reason, computed
-// once at Provision so that rejections do no string formatting.
-type challenges [reasonCount]string
-
-// buildChallenges computes the challenges. scopes is the space-separated
-// list of scopes the handler requires (for insufficient_scope), metadataURL
-// the RFC 9728 resource metadata URL added to 401 challenges.
-func buildChallenges(realm string, missingStatus int, scopes, metadataURL string) challenges {
-	var c challenges
-	for r := reason(1); r < reasonCount; r++ {
-		info := reasons[r]
-		var params []string
-		if realm != "" {
-			params = append(params, "realm="+quote(realm))
-		}
-		status := info.status
-		switch r {
-		case reasonMissingToken:
-			status = missingStatus
-			if missingStatus != http.StatusUnauthorized {
-				params = append(params, `error="invalid_request"`, "error_description="+quote(info.description))
-			}
-			// With 401, RFC 6750 section 3.1: no error code when the
-			// request carried no authentication information.
-		case reasonInvalidRequest:
-			params = append(params, `error="invalid_request"`, "error_description="+quote(info.description))
-		case reasonUnavailable:
-		case reasonForbidden:
-			params = append(params, `error="insufficient_scope"`, "error_description="+quote(info.description))
-			if scopes != "" {
-				params = append(params, "scope="+quote(scopes))
-			}
-		default:
-			params = append(params, `error="invalid_token"`, "error_description="+quote(info.description))
-		}
-		if metadataURL != "" && status == http.StatusUnauthorized {
-			params = append(params, "resource_metadata="+quote(metadataURL))
-		}
-		if len(params) == 0 {
-			c[r] = "Bearer"
-		} else {
-			c[r] = "Bearer " + strings.Join(params, ", ")
-		}
-	}
-	return c
-}
-
-// problems holds RFC 9457 problem+json bodies per reason, for
-// error_format json.
-type problems [reasonCount][]byte
-
-func buildProblems(missingStatus int) problems {
-	var p problems
-	for r := reason(1); r < reasonCount; r++ {
-		info := reasons[r]
-		status := info.status
-		if r == reasonMissingToken {
-			status = missingStatus
-		}
-		body, _ := json.Marshal(struct {
-			Type   string `json:"type"`
-			Title  string `json:"title"`
-			Status int    `json:"status"`
-			Detail string `json:"detail"`
-			Code   string `json:"code"`
-		}{"about:blank", http.StatusText(status), status, info.description, info.code})
-		p[r] = body
-	}
-	return p
-}
-
-// quote renders s as an RFC 9110 quoted-string.
-func quote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '"' || c == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(c)
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-func retryAfterHeader(seconds int) string {
-	if seconds < 1 {
-		seconds = 1
-	}
-	return strconv.Itoa(seconds)
-}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"unicode/utf8"
 )
 
 // ClaimHeader forwards one claim to the upstream as a request header.
@@ -89,11 +90,24 @@ func validHeaderName(name string) bool {
 	return true
 }
 
+// validHeaderValue reports whether a claim's text may be forwarded as a
+// header value: valid UTF-8 without any control character, C0 (tab
+// included), DEL or C1 (U+0080 to U+009F, such as U+0085 NEL, which some
+// upstreams treat as a line break).
 func validHeaderValue(v string) bool {
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+		c := v[i]
+		if c < 0x20 || c == 0x7f {
 			return false
 		}
+		if c < utf8.RuneSelf {
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(v[i:])
+		if r == utf8.RuneError && size == 1 || r >= 0x80 && r <= 0x9f {
+			return false
+		}
+		i += size - 1
 	}
 	return true
 }

@@ -205,7 +205,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 			Algorithms: []string{"HS256"}, Leeway: &leeway},
 	}})
 	h.verifier.now = func() time.Time { return fuzzNow }
-	h.logger = zap.NewNop() // a debug line per rejected input would dominate the run
+	h.obs.logger = zap.NewNop() // a debug line per rejected input would dominate the run
 	return &fuzzEnv{h: h, keys: k, providers: map[string]fuzzProvider{
 		"asym": {issuer: fuzzAsymIssuer, algs: []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA},
 			keys: []any{k.rsa.priv.Public(), k.ec.priv.Public(), k.ed.priv.Public()}},

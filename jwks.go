@@ -1,6 +1,7 @@
 package oauth2jwt
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -8,11 +9,53 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/json"
 )
+
+// algSet is a small set of signature algorithms.
+type algSet uint32
+
+func algBit(alg jose.SignatureAlgorithm) algSet {
+	for i, a := range knownAlgs {
+		if a == alg {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+func (s algSet) has(alg jose.SignatureAlgorithm) bool {
+	b := algBit(alg)
+	return b != 0 && s&b != 0
+}
+
+func (s algSet) list() []jose.SignatureAlgorithm {
+	var out []jose.SignatureAlgorithm
+	for i, a := range knownAlgs {
+		if s&(1<<i) != 0 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// knownAlgs are the algorithms the module can verify.
+var knownAlgs = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512,
+	jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512,
+	jose.EdDSA,
+	jose.HS256, jose.HS384, jose.HS512,
+}
+
+// defaultAlgs are the asymmetric algorithms allowed when a provider lists
+// none.
+var defaultAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // keyClass is the kind of a verification key, which decides the algorithms
 // it may verify.
@@ -133,6 +176,46 @@ func (ks *keySet) candidates(kid string, alg jose.SignatureAlgorithm, buf []*ver
 		}
 	}
 	return out, len(pool) > 0
+}
+
+// kids lists the key ids of the set, in JWKS order.
+func (ks *keySet) kids() []string {
+	out := make([]string, 0, len(ks.all))
+	for _, k := range ks.all {
+		if k.kid != "" {
+			out = append(out, k.kid)
+		}
+	}
+	return out
+}
+
+// staticKeys is a key set loaded once from a local jwks_file.
+type staticKeys struct{ set *keySet }
+
+func (s staticKeys) keysAt(time.Time) (*keySet, *authError)        { return s.set, nil }
+func (s staticKeys) refreshForKid(context.Context, string) *keySet { return nil }
+
+// loadJWKSFile reads and parses a local JWKS file; it also returns the
+// file's bytes.
+func loadJWKSFile(path string, allowOct bool) (*keySet, []byte, []skippedKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxBodySize+1))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(data) > maxBodySize {
+		return nil, nil, nil, fmt.Errorf("file larger than %d bytes", maxBodySize)
+	}
+	ks, skipped, err := parseJWKS(data, allowOct)
+	if err != nil {
+		return nil, nil, skipped, err
+	}
+	ks.gen = 1
+	return ks, data, skipped, nil
 }
 
 // skippedKey records a JWKS entry that was not loaded, and why.

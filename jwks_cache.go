@@ -4,34 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"mime"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/go-jose/go-jose/v4/json"
 	"go.uber.org/zap"
 )
 
 const (
-	// maxBodySize caps every JWKS and discovery response.
-	maxBodySize = 1 << 20
-	// maxRedirects caps redirects followed by a key fetch.
-	maxRedirects = 3
-	// minDerivedRefresh and maxDerivedRefresh bound a refresh interval
-	// taken from the response's Cache-Control max-age.
-	minDerivedRefresh = time.Minute
-	maxDerivedRefresh = 24 * time.Hour
-	// firstBackoff is the first retry delay after a failed fetch.
+	// firstBackoff is the first retry delay after a failed fetch; it
+	// doubles with every failure, up to min_refresh_interval.
 	firstBackoff = time.Second
 	// maxNegativeKids bounds the memory of kids confirmed unknown.
 	maxNegativeKids = 1024
@@ -39,51 +23,6 @@ const (
 	// real), they simply hit the refresh rate limit.
 	maxNegativeKidLen = 256
 )
-
-// keySource is what a provider's keys are checked against. It is either a
-// remote, refreshed JWKS (jwksCache) or a local file read at provision
-// (staticKeys).
-type keySource interface {
-	// keys returns the current key set, or an unavailable error when the
-	// provider has no usable keys (never loaded, or older than max_stale).
-	keys() (*keySet, *authError)
-	// keysAt is keys for a clock reading the caller already has.
-	keysAt(now time.Time) (*keySet, *authError)
-	// refreshForKid is called when a token names a kid the current set does
-	// not have. It may fetch the JWKS once (rate limited, shared by
-	// concurrent callers) and returns the set to retry with, or nil when no
-	// newer set can be had. It never blocks longer than the fetch timeout.
-	refreshForKid(ctx context.Context, kid string) *keySet
-}
-
-// staticKeys is a key set loaded once from a local jwks_file.
-type staticKeys struct{ set *keySet }
-
-func (s staticKeys) keys() (*keySet, *authError)                   { return s.set, nil }
-func (s staticKeys) keysAt(time.Time) (*keySet, *authError)        { return s.set, nil }
-func (s staticKeys) refreshForKid(context.Context, string) *keySet { return nil }
-
-// loadJWKSFile reads and parses a local JWKS file.
-func loadJWKSFile(path string, allowOct bool) (*keySet, []skippedKey, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxBodySize+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(data) > maxBodySize {
-		return nil, nil, fmt.Errorf("file larger than %d bytes", maxBodySize)
-	}
-	ks, skipped, err := parseJWKS(data, allowOct)
-	if err != nil {
-		return nil, skipped, err
-	}
-	ks.gen = 1
-	return ks, skipped, nil
-}
 
 // fetchConfig identifies a remote key source and how it is fetched. Two
 // providers (in one config or across reloads) with equal fetchConfigs share
@@ -119,27 +58,45 @@ func (f fetchConfig) sourceURL() string {
 }
 
 // cachePool shares key caches across handlers and config reloads, so a
-// `caddy reload` never refetches keys.
+// `caddy reload` never refetches keys. Its values are *jwksCache.
 var cachePool = caddy.NewUsagePool()
+
+// runtimeDeps are what the request path and the key caches take from their
+// surroundings: the clock and, for key caches, the logger. The zero value
+// means the wall clock and Caddy's default logger at the time of logging
+// (a pooled cache outlives the config that made it, and so its logger).
+type runtimeDeps struct {
+	now func() time.Time
+	log *zap.Logger
+}
+
+func (d runtimeDeps) clock() func() time.Time {
+	if d.now != nil {
+		return d.now
+	}
+	return time.Now
+}
 
 // jwksCache holds the keys of one remote key source. It owns one refresh
 // goroutine, started by start and stopped by Destruct (when the last config
 // using it is unloaded).
 type jwksCache struct {
 	cfg    fetchConfig
-	client *http.Client
-	// logger, when set (tests), replaces Caddy's current default logger.
-	logger atomic.Pointer[zap.Logger]
-	// skew shifts this cache's clock; tests use it to simulate hours
-	// passing. Always zero in production.
-	skew atomic.Int64
+	fetch  *fetcher
+	now    func() time.Time
+	logger *zap.Logger // nil: Caddy's current default logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
-	wake   chan struct{} // a fetch ended: the refresher re-reads nextAttempt
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	wake      chan struct{} // a fetch ended: the refresher re-reads nextAttempt
+	firstDone chan struct{} // closed when the first fetch has ended, either way
 
 	current atomic.Pointer[keySet]
+
+	// Fetch counts by result, read by the metrics collector at scrape
+	// time; they count from the cache's first fetch.
+	successes, errs atomic.Int64
 
 	mu          sync.Mutex
 	inflight    chan struct{} // closed when the fetch in flight ends
@@ -151,57 +108,29 @@ type jwksCache struct {
 	negative    map[string]time.Time
 	loggedSkips map[string]struct{}
 	gen         uint64
-	fetches     atomic.Int64 // fetch attempts, for tests and the admin API
-	// names are the provider names using this cache (with reference
-	// counts), the label of its metrics.
-	names map[string]int
 }
 
-func newJWKSCache(cfg fetchConfig) *jwksCache {
+func newJWKSCache(cfg fetchConfig, deps runtimeDeps) *jwksCache {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &jwksCache{
+	return &jwksCache{
 		cfg:         cfg,
+		fetch:       newFetcher(cfg.fetchTimeout, cfg.insecureHTTP),
+		now:         deps.clock(),
+		logger:      deps.log,
 		ctx:         ctx,
 		cancel:      cancel,
 		done:        make(chan struct{}),
 		wake:        make(chan struct{}, 1),
+		firstDone:   make(chan struct{}),
 		jwksURI:     cfg.jwksURI,
 		negative:    make(map[string]time.Time),
 		loggedSkips: make(map[string]struct{}),
-		names:       make(map[string]int),
 	}
-	c.client = &http.Client{
-		Timeout: cfg.fetchTimeout,
-		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: cfg.fetchTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   cfg.fetchTimeout,
-			ResponseHeaderTimeout: cfg.fetchTimeout,
-			MaxIdleConns:          2,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) > maxRedirects {
-				return fmt.Errorf("stopped after %d redirects", maxRedirects)
-			}
-			if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
-				return errors.New("refusing a redirect from https to " + req.URL.Scheme)
-			}
-			return checkFetchURL(req.URL, cfg.insecureHTTP)
-		},
-	}
-	return c
-}
-
-// now is the cache's clock.
-func (c *jwksCache) now() time.Time {
-	return time.Now().Add(time.Duration(c.skew.Load()))
 }
 
 func (c *jwksCache) log() *zap.Logger {
-	if l := c.logger.Load(); l != nil {
-		return l
+	if c.logger != nil {
+		return c.logger
 	}
 	return caddy.Log().Named("http.handlers.oauth2_jwt")
 }
@@ -217,7 +146,7 @@ func (c *jwksCache) start() {
 func (c *jwksCache) Destruct() error {
 	c.cancel()
 	<-c.done
-	c.client.CloseIdleConnections()
+	c.fetch.close()
 	return nil
 }
 
@@ -280,82 +209,96 @@ func (c *jwksCache) startFetchLocked(full bool) <-chan struct{} {
 				// A panic while parsing a hostile document must not take
 				// Caddy down: it counts as a failed fetch.
 				c.mu.Lock()
-				c.failures++
-				c.lastErr = fmt.Errorf("panic while fetching keys: %v", r)
-				c.nextAttempt = c.now().Add(min(firstBackoff<<min(c.failures-1, 20), c.cfg.minRefresh))
-				c.inflight = nil
+				c.failLocked(fmt.Errorf("panic while fetching keys: %v", r))
 				c.mu.Unlock()
 				c.log().Error("JWKS fetch panicked", zap.String("source", c.cfg.sourceURL()), zap.Any("panic", r))
 			}
+			c.mu.Lock()
+			c.inflight = nil
+			c.mu.Unlock()
+			c.firstEnded()
 			close(ch)
 			select {
 			case c.wake <- struct{}{}:
 			default:
 			}
 		}()
-		c.fetch(full || jwksURI == "", jwksURI)
+		res := c.fetchOnce(full || jwksURI == "", jwksURI)
+		c.record(res)
 	}()
 	return ch
 }
 
-// fetch performs one fetch and records its outcome. It runs on the
-// goroutine started by startFetchLocked, bounded by the fetch timeout and
-// by the cache's lifetime.
-func (c *jwksCache) fetch(discover bool, jwksURI string) {
-	c.fetches.Add(1)
+// firstEnded closes firstDone once.
+func (c *jwksCache) firstEnded() {
+	select {
+	case <-c.firstDone:
+	default:
+		close(c.firstDone)
+	}
+}
+
+// fetchResult is the outcome of one fetch, before it is recorded.
+type fetchResult struct {
+	discovered bool   // the discovery document was read
+	jwksURI    string // the JWKS URL used (resolved by discovery when discovered)
+	url        string // the URL of the failing request, for logs
+	ks         *keySet
+	skipped    []skippedKey
+	maxAge     time.Duration
+	status     int
+	elapsed    time.Duration
+	err        error
+}
+
+// fetchOnce performs one fetch, without touching the cache's state: with
+// full, through the discovery document (when configured). It is bounded by
+// the fetch timeout and by the cache's lifetime.
+func (c *jwksCache) fetchOnce(full bool, jwksURI string) fetchResult {
 	start := c.now()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.fetchTimeout)
 	defer cancel()
-
-	var (
-		ks      *keySet
-		skipped []skippedKey
-		maxAge  time.Duration
-		status  int
-		err     error
-	)
-	fetchURL := jwksURI
-	if discover && c.cfg.discoveryURI != "" {
-		fetchURL = c.cfg.discoveryURI
-		jwksURI, err = c.discover(ctx)
+	res := fetchResult{jwksURI: jwksURI, url: jwksURI}
+	if full && c.cfg.discoveryURI != "" {
+		res.discovered, res.url = true, c.cfg.discoveryURI
+		res.jwksURI, res.err = discover(ctx, c.fetch, c.cfg)
 	}
-	if err == nil {
-		fetchURL = jwksURI
+	if res.err == nil {
+		res.url = res.jwksURI
 		var body []byte
-		body, status, maxAge, err = c.get(ctx, jwksURI)
-		if err == nil {
-			ks, skipped, err = parseJWKS(body, false)
+		body, res.status, res.maxAge, res.err = c.fetch.get(ctx, res.jwksURI)
+		if res.err == nil {
+			res.ks, res.skipped, res.err = parseJWKS(body, false)
 		}
 	}
-	elapsed := c.now().Sub(start)
+	res.elapsed = c.now().Sub(start)
+	return res
+}
 
+// record stores a fetch outcome: the new keys, or the failure and its
+// backoff, then logs it.
+func (c *jwksCache) record(res fetchResult) {
+	names := providerNames(c) // before c.mu: the registry is never read under it
 	c.mu.Lock()
-	defer func() {
-		c.inflight = nil
-		c.mu.Unlock()
-	}()
-	now := c.now()
-	c.logSkippedLocked(jwksURI, skipped)
-	if err == nil {
-		ks.fetchedAt = now
-	}
-	c.recordFetchLocked(ks, err)
-	if err != nil {
-		c.failures++
-		c.lastErr = err
-		backoff := firstBackoff << min(c.failures-1, 20)
-		backoff = min(backoff, c.cfg.minRefresh)
-		c.nextAttempt = now.Add(backoff)
+	defer c.mu.Unlock()
+	c.logSkippedLocked(res.jwksURI, res.skipped)
+	if res.err != nil {
+		if errors.Is(res.err, errDiscoveryRefused) {
+			c.log().Error("OpenID discovery document refused; provider's tokens are answered 503 until it is fixed",
+				zap.String("url", c.cfg.discoveryURI), zap.Error(res.err))
+		}
+		backoff := c.failLocked(res.err)
 		fields := []zap.Field{
-			zap.String("url", fetchURL),
+			zap.Strings("providers", names),
+			zap.String("url", res.url),
 			zap.String("source", c.cfg.sourceURL()),
-			zap.Int("status", status),
-			zap.Duration("duration", elapsed),
-			zap.Error(err),
+			zap.Int("status", res.status),
+			zap.Duration("duration", res.elapsed),
+			zap.Error(res.err),
 			zap.Duration("retry_in", backoff),
 		}
 		if prev := c.current.Load(); prev != nil {
-			age := now.Sub(prev.fetchedAt)
+			age := c.now().Sub(prev.fetchedAt)
 			fields = append(fields, zap.Duration("keys_age", age), zap.Bool("keys_usable", age <= c.cfg.maxStale))
 			c.log().Warn("JWKS refresh failed; keeping the last good keys", fields...)
 		} else {
@@ -363,8 +306,11 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 		}
 		return
 	}
-	if discover && c.cfg.discoveryURI != "" {
-		c.jwksURI = jwksURI
+	now := c.now()
+	ks := res.ks
+	ks.fetchedAt = now
+	if res.discovered {
+		c.jwksURI = res.jwksURI
 	}
 	c.failures = 0
 	c.lastErr = nil
@@ -375,26 +321,45 @@ func (c *jwksCache) fetch(discover bool, jwksURI string) {
 		ks.gen = c.gen
 	}
 	c.current.Store(ks)
+	c.successes.Add(1)
+	interval := c.nextInterval(res.maxAge)
+	c.nextAttempt = now.Add(interval)
+	c.log().Info("JWKS fetched",
+		zap.Strings("providers", names),
+		zap.String("url", res.jwksURI),
+		zap.Int("status", res.status),
+		zap.Int("keys", len(ks.all)),
+		zap.Int("skipped", len(res.skipped)),
+		zap.Duration("duration", res.elapsed),
+		zap.Duration("next_refresh", interval))
+}
+
+// failLocked records a failed fetch and returns the delay before the
+// next attempt: firstBackoff doubled per consecutive failure, at most
+// min_refresh_interval.
+func (c *jwksCache) failLocked(err error) time.Duration {
+	c.failures++
+	c.lastErr = err
+	c.errs.Add(1)
+	backoff := min(firstBackoff<<min(c.failures-1, 20), c.cfg.minRefresh)
+	c.nextAttempt = c.now().Add(backoff)
+	return backoff
+}
+
+// nextInterval is the delay until the next periodic refresh after a
+// successful fetch: refresh_interval, else the response's max-age bounded
+// to [1m, 24h], else 1h; at most half of max_stale, and up to 10% earlier
+// so that many Caddy instances do not refresh in step.
+func (c *jwksCache) nextInterval(maxAge time.Duration) time.Duration {
 	interval := c.cfg.refreshInterval
 	if interval == 0 {
 		interval = time.Hour
 		if maxAge > 0 {
 			interval = min(max(maxAge, minDerivedRefresh), maxDerivedRefresh)
 		}
-		// Refresh well before the keys would go stale.
 		interval = min(interval, c.cfg.maxStale/2)
 	}
-	// Jitter: up to 10% earlier, so many Caddy instances do not refresh in
-	// step.
-	interval -= time.Duration(rand.Int64N(int64(interval)/10 + 1))
-	c.nextAttempt = now.Add(interval)
-	c.log().Info("JWKS fetched",
-		zap.String("url", jwksURI),
-		zap.Int("status", status),
-		zap.Int("keys", len(ks.all)),
-		zap.Int("skipped", len(skipped)),
-		zap.Duration("duration", elapsed),
-		zap.Duration("next_refresh", interval))
+	return interval - time.Duration(rand.Int64N(int64(interval)/10+1))
 }
 
 // logSkippedLocked logs each skipped key once per cache lifetime.
@@ -406,42 +371,6 @@ func (c *jwksCache) logSkippedLocked(url string, skipped []skippedKey) {
 		}
 		c.loggedSkips[id] = struct{}{}
 		c.log().Warn("skipping unusable JWKS key", zap.String("url", url), zap.String("kid", s.kid), zap.String("reason", s.reason))
-	}
-}
-
-// addName records a provider name using this cache, for metric labels.
-func (c *jwksCache) addName(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.names[name]++
-	if ks := c.current.Load(); ks != nil {
-		m := getMetrics()
-		m.keysLoaded.WithLabelValues(name).Set(float64(len(ks.all)))
-		m.lastFetch.WithLabelValues(name).Set(float64(ks.fetchedAt.Unix()))
-	}
-}
-
-func (c *jwksCache) removeName(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.names[name]--; c.names[name] <= 0 {
-		delete(c.names, name)
-	}
-}
-
-// recordFetchLocked updates the metrics of a fetch outcome.
-func (c *jwksCache) recordFetchLocked(ks *keySet, err error) {
-	m := getMetrics()
-	result := "success"
-	if err != nil {
-		result = "error"
-	}
-	for name := range c.names {
-		m.fetches.WithLabelValues(name, result).Inc()
-		if err == nil {
-			m.keysLoaded.WithLabelValues(name).Set(float64(len(ks.all)))
-			m.lastFetch.WithLabelValues(name).Set(float64(ks.fetchedAt.Unix()))
-		}
 	}
 }
 
@@ -461,148 +390,61 @@ func (c *jwksCache) forceRefresh() (<-chan struct{}, time.Duration) {
 	return c.startFetchLocked(true), 0
 }
 
-// discoveryDocument holds the members of an OpenID Provider Metadata
-// document this module uses.
-type discoveryDocument struct {
-	Issuer  string `json:"issuer"`
-	JWKSURI string `json:"jwks_uri"`
+// cacheStatus is a snapshot of a key cache, for the admin API, the CLI and
+// the metrics.
+type cacheStatus struct {
+	keys        *keySet // the current keys, stale ones included; nil before the first success
+	usable      bool    // keys are present and within max_stale
+	pending     bool    // no fetch has ended yet
+	lastAttempt time.Time
+	nextAttempt time.Time
+	lastErr     error
+	successes   int64
+	errors      int64
+	now         time.Time // the cache's clock when the snapshot was taken
 }
 
-// parseDiscovery decodes a discovery document and checks it against the
-// configured issuer (OpenID Connect Discovery 1.0, section 4.3).
-func parseDiscovery(data []byte, issuer string, insecureHTTP bool) (string, error) {
-	var doc discoveryDocument
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return "", fmt.Errorf("decoding discovery document: %w", err)
+// status returns a snapshot of the cache.
+func (c *jwksCache) status() cacheStatus {
+	now := c.now()
+	st := cacheStatus{keys: c.current.Load(), successes: c.successes.Load(), errors: c.errs.Load(), now: now}
+	st.usable = st.keys != nil && now.Sub(st.keys.fetchedAt) <= c.cfg.maxStale
+	c.mu.Lock()
+	st.lastAttempt, st.nextAttempt, st.lastErr = c.lastAttempt, c.nextAttempt, c.lastErr
+	c.mu.Unlock()
+	select {
+	case <-c.firstDone:
+	default:
+		st.pending = true
 	}
-	if !discoveryIssuerMatches(doc.Issuer, issuer) {
-		return "", fmt.Errorf("discovery document issuer %q does not equal the configured issuer %q", doc.Issuer, issuer)
-	}
-	if doc.JWKSURI == "" {
-		return "", errors.New("discovery document has no jwks_uri")
-	}
-	u, err := url.Parse(doc.JWKSURI)
-	if err != nil {
-		return "", fmt.Errorf("discovery document jwks_uri: %w", err)
-	}
-	if err := checkFetchURL(u, insecureHTTP); err != nil {
-		return "", fmt.Errorf("discovery document jwks_uri: %w", err)
-	}
-	return doc.JWKSURI, nil
+	return st
 }
 
-// discoveryIssuerMatches compares a discovery document's issuer with the
-// configured one: exactly, or, for a multi-tenant template, either the same
-// template with any variable name ({tenantid} in Entra ID's common
-// endpoint) or one concrete tenant's issuer.
-func discoveryIssuerMatches(doc, configured string) bool {
-	if doc == configured {
-		return true
+// awaitFirstFetch waits until the cache's first fetch has ended (with keys
+// or with an error), or ctx is done.
+func (c *jwksCache) awaitFirstFetch(ctx context.Context) error {
+	select {
+	case <-c.firstDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	prefix, suffix, ok := strings.Cut(configured, tenantVar)
-	if !ok || len(doc) <= len(prefix)+len(suffix) || !strings.HasPrefix(doc, prefix) || !strings.HasSuffix(doc, suffix) {
-		return false
-	}
-	middle := doc[len(prefix) : len(doc)-len(suffix)]
-	if len(middle) > 2 && middle[0] == '{' && middle[len(middle)-1] == '}' && validTenant(middle[1:len(middle)-1]) {
-		return true
-	}
-	return validTenant(middle)
-}
-
-func (c *jwksCache) discover(ctx context.Context) (string, error) {
-	body, _, _, err := c.get(ctx, c.cfg.discoveryURI)
-	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
-	}
-	u, err := parseDiscovery(body, c.cfg.issuer, c.cfg.insecureHTTP)
-	if err != nil {
-		c.log().Error("OpenID discovery document refused; provider's tokens are answered 503 until it is fixed",
-			zap.String("url", c.cfg.discoveryURI), zap.Error(err))
-	}
-	return u, err
-}
-
-// get fetches one document with the size cap, and returns its body, status
-// and Cache-Control max-age.
-func (c *jwksCache) get(ctx context.Context, rawURL string) ([]byte, int, time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	req.Header.Set("Accept", "application/json, application/jwk-set+json")
-	req.Header.Set("User-Agent", "caddy-oauth2-jwt")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, 0, 0, c.timeoutErr(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, resp.StatusCode, 0, fmt.Errorf("unexpected HTTP status %d", resp.StatusCode)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "text/html" {
-			return nil, resp.StatusCode, 0, errors.New("response is an HTML page, not JSON")
-		}
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodySize+1))
-	if err != nil {
-		return nil, resp.StatusCode, 0, fmt.Errorf("reading body: %w", c.timeoutErr(err))
-	}
-	if len(body) > maxBodySize {
-		return nil, resp.StatusCode, 0, fmt.Errorf("response body exceeds %d bytes", maxBodySize)
-	}
-	return body, resp.StatusCode, maxAge(resp.Header.Get("Cache-Control")), nil
-}
-
-// timeoutErr names a timeout as one, whichever layer noticed it.
-func (c *jwksCache) timeoutErr(err error) error {
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return fmt.Errorf("timed out after fetch_timeout %s: %w", c.cfg.fetchTimeout, err)
-	}
-	return err
-}
-
-// maxAge returns the max-age of a Cache-Control header, or 0.
-func maxAge(cc string) time.Duration {
-	for part := range strings.SplitSeq(cc, ",") {
-		name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || !strings.EqualFold(name, "max-age") {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64)
-		if err != nil || n <= 0 {
-			return 0
-		}
-		if n > int64(maxDerivedRefresh/time.Second) {
-			return maxDerivedRefresh
-		}
-		return time.Duration(n) * time.Second
-	}
-	return 0
-}
-
-// keys implements keySource.
-func (c *jwksCache) keys() (*keySet, *authError) {
-	return c.keysAt(time.Now())
 }
 
 // keysAt implements keySource.
 func (c *jwksCache) keysAt(now time.Time) (*keySet, *authError) {
 	ks := c.current.Load()
-	if ks != nil && now.Add(time.Duration(c.skew.Load())).Sub(ks.fetchedAt) <= c.cfg.maxStale {
+	if ks != nil && now.Sub(ks.fetchedAt) <= c.cfg.maxStale {
 		return ks, nil
 	}
 	c.mu.Lock()
-	wait := c.nextAttempt.Sub(c.now())
+	wait := c.nextAttempt.Sub(now)
 	c.mu.Unlock()
 	detail := "keys never loaded"
 	if ks != nil {
 		detail = "keys older than max_stale"
 	}
-	return nil, &authError{reason: reasonUnavailable, detail: detail, retryAfter: int((wait + time.Second - 1) / time.Second)}
+	return nil, &authError{step: stepKeys, reason: reasonUnavailable, detail: detail, retryAfter: int((wait + time.Second - 1) / time.Second)}
 }
 
 // refreshForKid implements keySource.
@@ -659,28 +501,5 @@ func (c *jwksCache) refreshForKid(ctx context.Context, kid string) *keySet {
 	return ks
 }
 
-// checkFetchURL allows https, and http only for loopback hosts unless
-// insecureHTTP is set.
-func checkFetchURL(u *url.URL, insecureHTTP bool) error {
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !insecureHTTP && !isLoopbackHost(u.Hostname()) {
-			return fmt.Errorf("%q is plain http on a non-loopback host (use https, or set insecure_http)", u.Redacted())
-		}
-	default:
-		return fmt.Errorf("%q: scheme must be https (or http)", u.Redacted())
-	}
-	if u.Host == "" {
-		return fmt.Errorf("%q has no host", u.Redacted())
-	}
-	return nil
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// keys is keysAt on the cache's own clock.
+func (c *jwksCache) keys() (*keySet, *authError) { return c.keysAt(c.now()) }

@@ -49,8 +49,15 @@ func cacheOf(t testing.TB, h *Handler, issuer string) *jwksCache {
 // waits for it.
 func refreshNow(c *jwksCache) { <-c.fetchShared(true) }
 
-// advance moves the cache's clock forward.
-func advance(c *jwksCache, d time.Duration) { c.skew.Add(int64(d)) }
+// advance moves the clock of the cache (and of the handler that made it)
+// forward.
+func advance(c *jwksCache, d time.Duration) {
+	clk, ok := clocks.Load(c)
+	if !ok {
+		panic("advance: the cache was not made by provisionHandler")
+	}
+	clk.(*testClock).advance(d)
+}
 
 func remoteHandler(t testing.TB, idp *testIdP, mutate func(*Provider)) *Handler {
 	t.Helper()
@@ -59,6 +66,16 @@ func remoteHandler(t testing.TB, idp *testIdP, mutate func(*Provider)) *Handler 
 		mutate(p)
 	}
 	return provisionHandler(t, &Handler{Providers: map[string]*Provider{"idp": p}})
+}
+
+// observedHandler is remoteHandler whose key cache logs (from its first
+// fetch on) at level and above into the returned observer.
+func observedHandler(t testing.TB, idp *testIdP, level zapcore.Level) (*Handler, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(level)
+	h := &Handler{Providers: map[string]*Provider{"idp": {Issuer: idp.url(), Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"}}}
+	h.deps.log = zap.New(core)
+	return provisionHandler(t, h), logs
 }
 
 func TestCacheUnknownKidRotation(t *testing.T) {
@@ -259,12 +276,10 @@ func TestCacheIdPDownAtStartThenUp(t *testing.T) {
 func TestCacheStaleKeysThenFailClosed(t *testing.T) {
 	k1 := newTestKey(t, "k1", jose.ES256, 0)
 	idp := newTestIdP(t, k1)
-	h := remoteHandler(t, idp, nil) // max_stale 24h
+	h, logs := observedHandler(t, idp, zapcore.WarnLevel) // max_stale 24h
 	waitForKeys(t, h)
 	c := cacheOf(t, h, idp.url())
-	core, logs := observer.New(zapcore.WarnLevel)
-	c.logger.Store(zap.New(core))
-	tok := k1.sign(t, claimsFor(idp.url(), "api"), nil)
+	tok := k1.sign(t, longLived(claimsFor(idp.url(), "api")), nil)
 
 	idp.setStatus(http.StatusInternalServerError)
 	advance(c, time.Hour)
@@ -312,13 +327,15 @@ func TestCacheDiscoveryIssuerMismatch(t *testing.T) {
 	idp.mu.Lock()
 	idp.issuerDoc = "https://evil.example"
 	idp.mu.Unlock()
-	h := provisionHandler(t, &Handler{Providers: map[string]*Provider{
+	core, logs := observer.New(zapcore.WarnLevel)
+	h := &Handler{Providers: map[string]*Provider{
 		"idp": {Issuer: idp.url(), Audiences: []string{"api"}}, // discovery at the issuer by default
-	}})
+	}}
+	h.deps.log = zap.New(core)
+	provisionHandler(t, h)
 	c := cacheOf(t, h, idp.url())
 	refreshNow(c) // lets the first fetch, started at provision, finish
-	core, logs := observer.New(zapcore.WarnLevel)
-	c.logger.Store(zap.New(core))
+	logs.TakeAll()
 	refreshNow(c)
 	expectReason(t, serve(t, h, bearer(k1.sign(t, claimsFor(idp.url(), "api"), nil))), http.StatusServiceUnavailable, "unavailable")
 	if logs.FilterMessageSnippet("discovery document refused").Len() == 0 {
@@ -493,9 +510,8 @@ func TestCacheRedirectHTTPSToHTTP(t *testing.T) {
 		path    string
 		wantErr string
 	}{{"/direct", ""}, {"/redirect", "from https to http"}} {
-		c := newJWKSCache(fetchConfig{jwksURI: tlsSrv.URL + tc.path, minRefresh: time.Minute, fetchTimeout: time.Second, maxStale: time.Hour})
-		c.logger.Store(zap.NewNop())
-		c.client.Transport.(*http.Transport).TLSClientConfig = trust
+		c := newJWKSCache(fetchConfig{jwksURI: tlsSrv.URL + tc.path, minRefresh: time.Minute, fetchTimeout: time.Second, maxStale: time.Hour}, runtimeDeps{log: zap.NewNop()})
+		c.fetch.client.Transport.(*http.Transport).TLSClientConfig = trust
 		refreshNow(c)
 		c.mu.Lock()
 		lastErr := c.lastErr
@@ -546,11 +562,11 @@ func TestCacheOneBadKeyInSet(t *testing.T) {
 
 	idp := newTestIdP(t)
 	idp.setRawJWKS(set)
-	h := remoteHandler(t, idp, nil)
+	h, logs := observedHandler(t, idp, zapcore.WarnLevel)
 	waitForKeys(t, h)
 	c := cacheOf(t, h, idp.url())
-	core, logs := observer.New(zapcore.WarnLevel)
-	c.logger.Store(zap.New(core))
+	refreshNow(c) // lets the first fetch, started at provision, finish
+	logs.TakeAll()
 	refreshNow(c)
 	refreshNow(c)
 
@@ -574,9 +590,8 @@ func TestCacheOneBadKeyInSet(t *testing.T) {
 
 func TestCacheSkippedKeysLoggedOnce(t *testing.T) {
 	good := newTestKey(t, "good", jose.ES256, 0)
-	c := newJWKSCache(fetchConfig{minRefresh: time.Minute, fetchTimeout: time.Second, maxStale: time.Hour})
 	core, logs := observer.New(zapcore.WarnLevel)
-	c.logger.Store(zap.New(core))
+	c := newJWKSCache(fetchConfig{minRefresh: time.Minute, fetchTimeout: time.Second, maxStale: time.Hour}, runtimeDeps{log: zap.New(core)})
 	goodJWK, _ := json.Marshal(good.public())
 	set := `{"keys":[{"kty":"OKP","crv":"Ed448","kid":"ed448","x":"AA"},` + string(goodJWK) + `]}`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(set)) }))

@@ -9,17 +9,18 @@ import (
 
 // Prometheus metrics, registered into the Caddy context's registry so they
 // appear on the admin API's /metrics and under the `metrics` directive.
-// The collectors are created once per process and registered on every
-// Provision (each config load has its own registry), so values survive
-// reloads. Labels are bounded: provider names come from the config, and
-// outcomes from the fixed reason codes; never a token, subject or kid.
+// The request and cache counters are created once per process and
+// registered on every Provision (each config load has its own registry),
+// so values survive reloads. The key metrics are collected at scrape time
+// from the loaded providers (liveProviders), so a provider removed by a
+// reload disappears from them and no fetch is ever counted under no name.
+// Labels are bounded: provider names come from the config, and outcomes
+// from the fixed reason codes; never a token, subject or kid.
 type metricSet struct {
 	requests      *prometheus.CounterVec
-	fetches       *prometheus.CounterVec
-	keysLoaded    *prometheus.GaugeVec
-	lastFetch     *prometheus.GaugeVec
 	cacheRequests *prometheus.CounterVec
 	cacheEvicted  prometheus.Counter
+	keys          keyCollector
 }
 
 // noProvider labels requests rejected before a provider was selected
@@ -31,34 +32,24 @@ var (
 	metrics     *metricSet
 )
 
+const metricsNS, metricsSub = "caddy", "oauth2_jwt"
+
 func getMetrics() *metricSet {
 	metricsOnce.Do(func() {
-		const ns, sub = "caddy", "oauth2_jwt"
 		metrics = &metricSet{
 			requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Namespace: ns, Subsystem: sub, Name: "requests_total",
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "requests_total",
 				Help: `Requests handled, by provider ("" before a provider is selected) and outcome ("ok" or a reason code).`,
 			}, []string{"provider", "outcome"}),
-			fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Namespace: ns, Subsystem: sub, Name: "key_fetches_total",
-				Help: "JWKS fetch attempts, by provider and result (success or error).",
-			}, []string{"provider", "result"}),
-			keysLoaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-				Namespace: ns, Subsystem: sub, Name: "keys_loaded",
-				Help: "Usable keys currently loaded, by provider.",
-			}, []string{"provider"}),
-			lastFetch: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-				Namespace: ns, Subsystem: sub, Name: "last_successful_fetch_timestamp_seconds",
-				Help: "Unix time of the last successful key fetch, by provider.",
-			}, []string{"provider"}),
 			cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Namespace: ns, Subsystem: sub, Name: "token_cache_requests_total",
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "token_cache_requests_total",
 				Help: "Verified-token cache look-ups, by result (hit or miss).",
 			}, []string{"result"}),
 			cacheEvicted: prometheus.NewCounter(prometheus.CounterOpts{
-				Namespace: ns, Subsystem: sub, Name: "token_cache_evictions_total",
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "token_cache_evictions_total",
 				Help: "Verified-token cache entries evicted to stay within cache_size.",
 			}),
+			keys: newKeyCollector(),
 		}
 	})
 	return metrics
@@ -70,7 +61,7 @@ func (m *metricSet) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.fetches, m.keysLoaded, m.lastFetch, m.cacheRequests, m.cacheEvicted} {
+	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.cacheEvicted, m.keys} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -91,4 +82,55 @@ func (m *metricSet) outcomes(provider string) *outcomeCounters {
 		oc[r] = m.requests.WithLabelValues(provider, reasons[r].code)
 	}
 	return &oc
+}
+
+// keyCollector reports the key state of every loaded provider when
+// scraped.
+type keyCollector struct {
+	fetches, keysLoaded, lastFetch *prometheus.Desc
+}
+
+func newKeyCollector() keyCollector {
+	name := func(n string) string { return prometheus.BuildFQName(metricsNS, metricsSub, n) }
+	return keyCollector{
+		fetches: prometheus.NewDesc(name("key_fetches_total"),
+			"JWKS fetch attempts of the key source a provider uses, by provider and result (success or error).", []string{"provider", "result"}, nil),
+		keysLoaded: prometheus.NewDesc(name("keys_loaded"),
+			"Usable keys currently loaded, by provider.", []string{"provider"}, nil),
+		lastFetch: prometheus.NewDesc(name("last_successful_fetch_timestamp_seconds"),
+			"Unix time of the last successful key fetch, by provider.", []string{"provider"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (k keyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- k.fetches
+	ch <- k.keysLoaded
+	ch <- k.lastFetch
+}
+
+// Collect implements prometheus.Collector. A name listed twice (during a
+// reload that changes a provider's issuer or key source) is reported once,
+// from its first record.
+func (k keyCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[string]bool{}
+	for _, lp := range loadedProviders() {
+		if seen[lp.name] {
+			continue
+		}
+		seen[lp.name] = true
+		if lp.cache == nil {
+			if sk, ok := lp.keys.(staticKeys); ok {
+				ch <- prometheus.MustNewConstMetric(k.keysLoaded, prometheus.GaugeValue, float64(len(sk.set.all)), lp.name)
+			}
+			continue
+		}
+		st := lp.cache.status()
+		ch <- prometheus.MustNewConstMetric(k.fetches, prometheus.CounterValue, float64(st.successes), lp.name, "success")
+		ch <- prometheus.MustNewConstMetric(k.fetches, prometheus.CounterValue, float64(st.errors), lp.name, "error")
+		if st.keys != nil {
+			ch <- prometheus.MustNewConstMetric(k.keysLoaded, prometheus.GaugeValue, float64(len(st.keys.all)), lp.name)
+			ch <- prometheus.MustNewConstMetric(k.lastFetch, prometheus.GaugeValue, float64(st.keys.fetchedAt.Unix()), lp.name)
+		}
+	}
 }

@@ -3,12 +3,15 @@ package oauth2jwt
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -28,6 +31,9 @@ func TestRecipes(t *testing.T) {
 			body, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if formatted := caddyfile.Format(body); !bytes.Equal(formatted, body) {
+				t.Fatalf("%s is not caddy fmt-clean; formatted:\n%s", file, formatted)
 			}
 			adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(body, map[string]any{"filename": file})
 			if err != nil {
@@ -58,7 +64,7 @@ func TestRecipes(t *testing.T) {
 			var root any
 			_ = json.Unmarshal(adapted, &root)
 			var handlers []json.RawMessage
-			findHandlers(root, &handlers)
+			recipeHandlers(root, &handlers)
 			if len(handlers) == 0 {
 				t.Fatalf("recipe has no oauth2_jwt handler")
 			}
@@ -67,20 +73,83 @@ func TestRecipes(t *testing.T) {
 				if err := json.Unmarshal(raw, &h); err != nil {
 					t.Fatal(err)
 				}
-				if err := h.checkGlobal(); err != nil {
+				// The whole compile step of Provision, which does no I/O.
+				if _, err := h.compile(caddy.NewReplacer()); err != nil {
 					t.Fatal(err)
-				}
-				for pname, p := range h.Providers {
-					if err := p.check(); err != nil {
-						t.Fatalf("provider %q: %v", pname, err)
-					}
-				}
-				for i := range h.Require {
-					if err := h.Require[i].check("require"); err != nil {
-						t.Fatal(err)
-					}
 				}
 			}
 		})
+	}
+}
+
+// recipeHandlers collects every oauth2_jwt handler object of an adapted
+// config (the recipes' own walk, independent of the CLI's).
+func recipeHandlers(v any, out *[]json.RawMessage) {
+	switch t := v.(type) {
+	case map[string]any:
+		if t["handler"] == "oauth2_jwt" {
+			b, _ := json.Marshal(t)
+			*out = append(*out, b)
+			return
+		}
+		for _, e := range t {
+			recipeHandlers(e, out)
+		}
+	case []any:
+		for _, e := range t {
+			recipeHandlers(e, out)
+		}
+	}
+}
+
+// TestRecipesMatchREADME checks that the README's "## Recipes" section
+// shows every recipe file, as it is, and no Caddyfile that is not one.
+func TestRecipesMatchREADME(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Recipes\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Recipes" section`)
+	}
+	if i := strings.Index(section, "\n## "); i >= 0 {
+		section = section[:i]
+	}
+	// Each block, by the "###" heading above it.
+	blocks := map[string]string{}
+	heading := ""
+	for rest := section; ; {
+		before, after, found := strings.Cut(rest, "\n```caddyfile\n")
+		if !found {
+			break
+		}
+		if i := strings.LastIndex(before, "\n### "); i >= 0 {
+			heading, _, _ = strings.Cut(before[i+len("\n### "):], "\n")
+		}
+		body, tail, closed := strings.Cut(after, "\n```\n")
+		if !closed {
+			t.Fatal("README recipe block is not closed")
+		}
+		blocks[body+"\n"] = heading
+		rest = "\n" + tail
+	}
+	files, err := filepath.Glob("testdata/recipes/*.caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no recipes: %v", err)
+	}
+	shown := maps.Clone(blocks)
+	for _, file := range files {
+		body, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := shown[string(body)]; !ok {
+			t.Errorf("%s is not shown, as it is, in the README's Recipes section", file)
+		}
+		delete(shown, string(body))
+	}
+	for _, heading := range shown {
+		t.Errorf("the README recipe block under %q is no file of testdata/recipes", heading)
 	}
 }

@@ -118,7 +118,7 @@ func TestReviewMetadataIssuers(t *testing.T) {
 		},
 		ResourceMetadata: &ResourceMetadata{Resource: "https://api.example.com"},
 	})
-	body := string(h.meta.body)
+	body := string(h.req.meta.body)
 	if !strings.Contains(body, `"authorization_servers":["`+idp.url()+`"]`) {
 		t.Fatalf("metadata = %s", body)
 	}

@@ -116,13 +116,15 @@ func (q *Requirement) holds(c *Claims, granted *[]string, done *bool) bool {
 		}
 		return true
 	case q.Claim != "":
-		raw, ok := c.Raw(q.Claim)
+		raw, ok := c.lookup(q.Claim)
 		if !ok || len(raw) == 0 {
 			return false
 		}
 		items := []json.RawMessage{raw}
 		if raw[0] == '[' {
-			if err := json.Unmarshal(raw, &items); err != nil {
+			// A fresh slice: decoding into items (which holds raw) would
+			// overwrite the signed payload in place.
+			if items, ok = arrayItems(raw); !ok {
 				return false
 			}
 		}
@@ -185,7 +187,7 @@ func grantedScopes(c *Claims) []string {
 	return out
 }
 
-var errForbidden = &authError{reason: reasonForbidden, detail: "a require rule failed"}
+var errForbidden = &authError{step: stepRequire, reason: reasonForbidden, detail: "a require rule failed"}
 
 // errNoRequirementKind is returned by the Caddyfile parser.
 var errNoRequirementKind = errors.New("require: expected scope, claim or any")

@@ -21,11 +21,11 @@ func TestTokenCacheHitAndBound(t *testing.T) {
 	waitForKeys(t, h)
 
 	tok := k.sign(t, claimsFor(idp.url(), "api"), nil)
-	hits := testutil.ToFloat64(h.cacheHit)
+	hits := testutil.ToFloat64(h.obs.cacheHit)
 	for range 3 {
 		expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
 	}
-	if got := testutil.ToFloat64(h.cacheHit) - hits; got != 2 {
+	if got := testutil.ToFloat64(h.obs.cacheHit) - hits; got != 2 {
 		t.Fatalf("3 requests with one token: %v cache hits, want 2", got)
 	}
 	// Placeholders of a cache hit are those of the token.
@@ -34,7 +34,7 @@ func TestTokenCacheHitAndBound(t *testing.T) {
 		t.Fatalf("cache hit lost the claims")
 	}
 
-	evicted := testutil.ToFloat64(h2.metrics.cacheEvicted)
+	evicted := testutil.ToFloat64(h2.obs.metrics.cacheEvicted)
 	for i := range 500 {
 		c := claimsFor(idp.url(), "api")
 		c["jti"] = fmt.Sprint(i)
@@ -43,7 +43,7 @@ func TestTokenCacheHitAndBound(t *testing.T) {
 	if n := h2.cache.len(); n > size {
 		t.Fatalf("cache holds %d entries, bound is %d", n, size)
 	}
-	if got := testutil.ToFloat64(h2.metrics.cacheEvicted) - evicted; got < 500-float64(size) {
+	if got := testutil.ToFloat64(h2.obs.metrics.cacheEvicted) - evicted; got < 500-float64(size) {
 		t.Fatalf("%v evictions counted, want at least %d", got, 500-size)
 	}
 
@@ -86,15 +86,15 @@ func TestTokenCacheKeyRemoved(t *testing.T) {
 	waitForKeys(t, h)
 	c := cacheOf(t, h, idp.url())
 	t1 := k1.sign(t, claimsFor(idp.url(), "api"), nil)
-	t2 := k2.sign(t, claimsFor(idp.url(), "api"), nil)
+	t2 := k2.sign(t, longLived(claimsFor(idp.url(), "api")), nil)
 	expectReason(t, serve(t, h, bearer(t1)), http.StatusOK, "")
 	expectReason(t, serve(t, h, bearer(t2)), http.StatusOK, "")
 
 	// A refetch of the same keys keeps the cache valid.
 	refreshNow(c)
-	hits := testutil.ToFloat64(h.cacheHit)
+	hits := testutil.ToFloat64(h.obs.cacheHit)
 	expectReason(t, serve(t, h, bearer(t1)), http.StatusOK, "")
-	if testutil.ToFloat64(h.cacheHit) != hits+1 {
+	if testutil.ToFloat64(h.obs.cacheHit) != hits+1 {
 		t.Fatalf("an unchanged key set invalidated the cache")
 	}
 

@@ -126,7 +126,7 @@ func extractToken(r *http.Request, sources []tokenSource, maxTokenSize int) (str
 
 var urlUnescape = url.QueryUnescape
 
-var errSeveralTokens = &authError{reason: reasonInvalidRequest, detail: "a token source yields several tokens"}
+var errSeveralTokens = &authError{step: stepRequest, reason: reasonInvalidRequest, detail: "a token source yields several tokens"}
 
 // queryValues returns the raw values of one query parameter, unescaped,
 // without parsing the rest of the query.
@@ -166,4 +166,60 @@ func removeQueryParam(rawQuery, name string) string {
 		b.WriteString(part)
 	}
 	return b.String()
+}
+
+// bearerToken extracts the token of an `Authorization: Bearer` header.
+func bearerToken(h http.Header, maxTokenSize int) (string, *authError) {
+	vals := h["Authorization"]
+	switch len(vals) {
+	case 0:
+		return "", errMissingToken
+	case 1:
+	default:
+		return "", errSeveralHeaders
+	}
+	v := vals[0]
+	if len(v) > headerLimit(maxTokenSize) {
+		return "", errHeaderTooLarge
+	}
+	if len(v) < 6 || !strings.EqualFold(v[:6], "bearer") {
+		return "", errMissingToken
+	}
+	if len(v) == 6 {
+		return "", errMissingToken
+	}
+	if v[6] != ' ' {
+		// A tab, CR, LF or other control character after the scheme is a
+		// malformed header (line folding included); "Bearerx..." is simply
+		// another scheme.
+		if v[6] < 0x21 || v[6] == 0x7f {
+			return "", errBadHeader
+		}
+		return "", errMissingToken
+	}
+	tok := strings.TrimLeft(v[7:], " ")
+	if tok == "" {
+		return "", errMissingToken
+	}
+	// The token's characters are checked by the caller (isB64Token) only
+	// when it is not a cached, already verified token.
+	return tok, nil
+}
+
+// headerLimit is the largest Authorization header value considered at all;
+// anything longer is a malformed request (400) rather than a token.
+func headerLimit(maxTokenSize int) int {
+	return max(4*maxTokenSize, 64<<10)
+}
+
+// hasSeparator reports whether a token holds white space or control
+// characters: two tokens, or a folded header, rather than one malformed
+// token.
+func hasSeparator(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }

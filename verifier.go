@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/json"
@@ -36,77 +37,20 @@ type provider struct {
 	anyTenant              bool
 }
 
-// maxTenantLen bounds a tenant id taken from an issuer.
-const maxTenantLen = 128
-
-// validTenant reports whether s may be a tenant id: a non-empty path
-// segment of unreserved URL characters.
-func validTenant(s string) bool {
-	if s == "" || len(s) > maxTenantLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(b64urlChars[c] || c == '.' || c == '~') {
-			return false
-		}
-	}
-	return true
+// keySource is what a provider's keys are checked against: a remote,
+// refreshed JWKS (jwksCache) or a local file read at provision
+// (staticKeys).
+type keySource interface {
+	// keysAt returns the key set usable at now, or an unavailable error
+	// when the provider has no usable keys (never loaded, or older than
+	// max_stale).
+	keysAt(now time.Time) (*keySet, *authError)
+	// refreshForKid is called when a token names a kid the current set does
+	// not have. It may fetch the JWKS once (rate limited, shared by
+	// concurrent callers) and returns the set to retry with, or nil when no
+	// newer set can be had. It never blocks longer than the fetch timeout.
+	refreshForKid(ctx context.Context, kid string) *keySet
 }
-
-// matchTenant returns the tenant of iss when iss fits this provider's
-// issuer template with an allowed tenant.
-func (p *provider) matchTenant(iss string) (string, bool) {
-	if p.tenants == nil || len(iss) <= len(p.tmplPrefix)+len(p.tmplSuffix) ||
-		!strings.HasPrefix(iss, p.tmplPrefix) || !strings.HasSuffix(iss, p.tmplSuffix) {
-		return "", false
-	}
-	tenant := iss[len(p.tmplPrefix) : len(iss)-len(p.tmplSuffix)]
-	if !validTenant(tenant) || (!p.anyTenant && !p.tenants[tenant]) {
-		return "", false
-	}
-	return tenant, true
-}
-
-// algSet is a small set of signature algorithms.
-type algSet uint32
-
-func algBit(alg jose.SignatureAlgorithm) algSet {
-	for i, a := range knownAlgs {
-		if a == alg {
-			return 1 << i
-		}
-	}
-	return 0
-}
-
-func (s algSet) has(alg jose.SignatureAlgorithm) bool {
-	b := algBit(alg)
-	return b != 0 && s&b != 0
-}
-
-func (s algSet) list() []jose.SignatureAlgorithm {
-	var out []jose.SignatureAlgorithm
-	for i, a := range knownAlgs {
-		if s&(1<<i) != 0 {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// knownAlgs are the algorithms the module can verify.
-var knownAlgs = []jose.SignatureAlgorithm{
-	jose.RS256, jose.RS384, jose.RS512,
-	jose.PS256, jose.PS384, jose.PS512,
-	jose.ES256, jose.ES384, jose.ES512,
-	jose.EdDSA,
-	jose.HS256, jose.HS384, jose.HS512,
-}
-
-// defaultAlgs are the asymmetric algorithms allowed when a provider lists
-// none.
-var defaultAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // verifier checks bearer tokens against a set of providers. It holds no
 // per-request state and is safe for concurrent use.
@@ -116,90 +60,6 @@ type verifier struct {
 	parseAlgs    []jose.SignatureAlgorithm // every algorithm any provider allows
 	maxTokenSize int
 	now          func() time.Time
-}
-
-// bearerToken extracts the token of an `Authorization: Bearer` header.
-func bearerToken(h http.Header, maxTokenSize int) (string, *authError) {
-	vals := h["Authorization"]
-	switch len(vals) {
-	case 0:
-		return "", errMissingToken
-	case 1:
-	default:
-		return "", errSeveralHeaders
-	}
-	v := vals[0]
-	if len(v) > headerLimit(maxTokenSize) {
-		return "", errHeaderTooLarge
-	}
-	if len(v) < 6 || !strings.EqualFold(v[:6], "bearer") {
-		return "", errMissingToken
-	}
-	if len(v) == 6 {
-		return "", errMissingToken
-	}
-	if v[6] != ' ' {
-		// A tab, CR, LF or other control character after the scheme is a
-		// malformed header (line folding included); "Bearerx..." is simply
-		// another scheme.
-		if v[6] < 0x21 || v[6] == 0x7f {
-			return "", errBadHeader
-		}
-		return "", errMissingToken
-	}
-	tok := strings.TrimLeft(v[7:], " ")
-	if tok == "" {
-		return "", errMissingToken
-	}
-	// The token's characters are checked by the caller (isB64Token) only
-	// when it is not a cached, already verified token.
-	return tok, nil
-}
-
-// headerLimit is the largest Authorization header value considered at all;
-// anything longer is a malformed request (400) rather than a token.
-func headerLimit(maxTokenSize int) int {
-	return max(4*maxTokenSize, 64<<10)
-}
-
-// b64urlChars marks the bytes of unpadded base64url; b64urlValue holds
-// their 6-bit values.
-var (
-	b64urlChars [256]bool
-	b64urlValue [256]byte
-)
-
-func init() {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-	for i := 0; i < len(alphabet); i++ {
-		b64urlChars[alphabet[i]] = true
-		b64urlValue[alphabet[i]] = byte(i)
-	}
-}
-
-// hasSeparator reports whether a token holds white space or control
-// characters: two tokens, or a folded header, rather than one malformed
-// token.
-func hasSeparator(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// canonicalEnd reports whether the last character of a base64url segment
-// of length n leaves its unused low bits zero, so that no two strings
-// decode to the same bytes (a token has exactly one spelling).
-func canonicalEnd(last byte, n int) bool {
-	switch n % 4 {
-	case 2:
-		return b64urlValue[last]&0x0f == 0
-	case 3:
-		return b64urlValue[last]&0x03 == 0
-	}
-	return true
 }
 
 // compactParts checks that token is exactly three non-empty segments of
@@ -248,16 +108,19 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	if !ok {
 		return nil, nil, 0, errNotCompact
 	}
+	if aerr := checkHeaderJSON(token[:dot1]); aerr != nil {
+		return nil, nil, 0, aerr
+	}
 	tok, err := jwt.ParseSigned(token, v.parseAlgs)
 	if err != nil {
 		var unexpected *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &unexpected) {
-			return nil, nil, 0, errAlgNotAllowed
+			return nil, nil, 0, errAlgUnknown
 		}
-		return nil, nil, 0, fail(reasonMalformed, "token header or encoding invalid")
+		return nil, nil, 0, fail(stepHeader, reasonMalformed, "token header or encoding invalid")
 	}
 	if len(tok.Headers) != 1 {
-		return nil, nil, 0, fail(reasonMalformed, "token must have exactly one signature")
+		return nil, nil, 0, fail(stepHeader, reasonMalformed, "token must have exactly one signature")
 	}
 	hdr := &tok.Headers[0]
 	alg := jose.SignatureAlgorithm(hdr.Algorithm)
@@ -268,6 +131,12 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	payload, err := base64.RawURLEncoding.DecodeString(token[dot1+1 : dot2])
 	if err != nil {
 		return nil, nil, 0, errNotCompact
+	}
+	if !utf8.Valid(payload) {
+		// RFC 8259 section 8.1, RFC 7519 section 7.2: the claims are
+		// UTF-8; a decoder that replaces invalid bytes would read them
+		// differently from one that keeps them.
+		return nil, nil, 0, errPayloadNotUTF8
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &top); err != nil || top == nil {
@@ -293,7 +162,7 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	}
 	iss, ok := jsonString(issRaw)
 	if !ok {
-		return nil, nil, 0, fail(reasonBadClaim, "iss is not a string")
+		return nil, nil, 0, fail(stepIssuer, reasonBadClaim, "iss is not a string")
 	}
 	p := v.byIssuer[iss]
 	tenant := ""
@@ -305,11 +174,11 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 			}
 		}
 		if p == nil {
-			return nil, nil, 0, errUnknownIssuer
+			return nil, nil, 0, fail(stepIssuer, reasonUnknownIssuer, "iss "+clip(iss)+" is not the issuer of any provider")
 		}
 		if raw, ok := top["tid"]; ok {
 			if tid, ok := jsonString(raw); !ok || tid != tenant {
-				return nil, p, 0, fail(reasonBadClaim, "tid does not match the issuer's tenant")
+				return nil, p, 0, fail(stepIssuer, reasonBadClaim, "tid does not match the issuer's tenant")
 			}
 		}
 	}
@@ -317,7 +186,7 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 		return nil, p, 0, errAlgNotAllowed
 	}
 	if p.requireAT && !isAccessTokenType(hdr) {
-		return nil, p, 0, fail(reasonBadClaim, "typ is not at+jwt")
+		return nil, p, 0, fail(stepHeader, reasonBadClaim, "typ is not at+jwt")
 	}
 
 	claims, aerr := checkClaims(p, top, now)
@@ -336,11 +205,16 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	if !found && hdr.KeyID != "" {
 		if fresh := p.keys.refreshForKid(ctx, hdr.KeyID); fresh != nil {
 			cands, found = fresh.candidates(hdr.KeyID, alg, buf[:])
-			gen = fresh.gen
+			gen, ks = fresh.gen, fresh
 		}
 	}
 	if !found {
-		return nil, p, 0, errUnknownKey
+		if hdr.KeyID == "" {
+			return nil, p, 0, errUnknownKey
+		}
+		// The token's kid is not quoted: it is the member attackers fill
+		// with log forgeries. The provider's own kids are.
+		return nil, p, 0, fail(stepKey, reasonUnknownKey, "the token's kid is none of the provider's kids "+clipList(ks.kids()))
 	}
 	if len(cands) == 0 {
 		return nil, p, 0, errNoKeyForAlg
@@ -359,6 +233,55 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 		}
 	}
 	return nil, p, 0, errBadSignature
+}
+
+// headerMemberTypes are the JSON types of the registered JOSE header
+// members (RFC 7515 section 4.1, RFC 7519 section 5): '"' a string, '['
+// an array (of strings), '{' an object. alg is left to the allow-list
+// check, which answers any alg that is not an allowed string with
+// bad_algorithm.
+var headerMemberTypes = map[string]byte{
+	"jku": '"', "jwk": '{', "kid": '"', "x5u": '"', "x5c": '[',
+	"x5t": '"', "x5t#S256": '"', "typ": '"', "cty": '"', "crit": '[',
+}
+
+// checkHeaderJSON checks the protected header before go-jose reads it: it
+// must be UTF-8 (RFC 7515 section 4) and every registered member present
+// must have its registered type. go-jose reads a `null` or non-string kid
+// as no kid at all, which would send such a token down the kid-less path.
+func checkHeaderJSON(seg string) *authError {
+	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return errNotCompact
+	}
+	if !utf8.Valid(raw) {
+		return errHeaderNotUTF8
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
+		return errHeaderNotObj
+	}
+	for name, want := range headerMemberTypes {
+		v, ok := members[name]
+		if !ok {
+			continue
+		}
+		if len(v) == 0 || v[0] != want {
+			return fail(stepHeader, reasonMalformed, "header member "+name+" has the wrong JSON type")
+		}
+		if want == '[' {
+			items, ok := arrayItems(v)
+			if !ok {
+				return errHeaderNotObj
+			}
+			for _, it := range items {
+				if len(it) == 0 || it[0] != '"' {
+					return fail(stepHeader, reasonMalformed, "header member "+name+" is not an array of strings")
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // checkHeader refuses JWS features a resource server must not honour:
@@ -401,17 +324,17 @@ func checkClaims(p *provider, top map[string]json.RawMessage, now time.Time) (*C
 	}
 	exp, ok := numericDate(expRaw)
 	if !ok {
-		return nil, fail(reasonBadClaim, "exp is not a valid NumericDate")
+		return nil, fail(stepTime, reasonBadClaim, "exp is not a valid NumericDate")
 	}
 	c.expiry = exp
 	c.notAfter = exp.Add(p.leeway)
 	if !now.Before(c.notAfter) {
-		return nil, errExpired
+		return nil, fail(stepTime, reasonExpired, "exp "+exp.UTC().Format(time.RFC3339)+" is "+now.Sub(exp).Round(time.Second).String()+" ago, beyond the leeway of "+p.leeway.String())
 	}
 	if raw, ok := top["nbf"]; ok {
 		nbf, ok := numericDate(raw)
 		if !ok {
-			return nil, fail(reasonBadClaim, "nbf is not a valid NumericDate")
+			return nil, fail(stepTime, reasonBadClaim, "nbf is not a valid NumericDate")
 		}
 		if now.Add(p.leeway).Before(nbf) {
 			return nil, errNotYetValid
@@ -422,7 +345,7 @@ func checkClaims(p *provider, top map[string]json.RawMessage, now time.Time) (*C
 	if hasIat {
 		iat, ok := numericDate(iatRaw)
 		if !ok {
-			return nil, fail(reasonBadClaim, "iat is not a valid NumericDate")
+			return nil, fail(stepTime, reasonBadClaim, "iat is not a valid NumericDate")
 		}
 		if now.Add(p.leeway).Before(iat) {
 			return nil, errIssuedInFuture
@@ -443,25 +366,25 @@ func checkClaims(p *provider, top map[string]json.RawMessage, now time.Time) (*C
 	if raw, ok := top["sub"]; ok {
 		sub, ok := jsonString(raw)
 		if !ok {
-			return nil, fail(reasonBadClaim, "sub is not a string")
+			return nil, fail(stepClaims, reasonBadClaim, "sub is not a string")
 		}
 		c.subject = sub
 	}
 
 	if p.requireAT {
 		if _, ok := top["sub"]; !ok {
-			return nil, fail(reasonMissingClaim, "sub claim missing (required for at+jwt)")
+			return nil, fail(stepClaims, reasonMissingClaim, "sub claim missing (required for at+jwt)")
 		}
 		if !hasIat {
-			return nil, fail(reasonMissingClaim, "iat claim missing (required for at+jwt)")
+			return nil, fail(stepClaims, reasonMissingClaim, "iat claim missing (required for at+jwt)")
 		}
 		for _, name := range [...]string{"client_id", "jti"} {
 			raw, ok := top[name]
 			if !ok {
-				return nil, fail(reasonMissingClaim, name+" claim missing (required for at+jwt)")
+				return nil, fail(stepClaims, reasonMissingClaim, name+" claim missing (required for at+jwt)")
 			}
 			if _, ok := jsonString(raw); !ok {
-				return nil, fail(reasonBadClaim, name+" is not a string")
+				return nil, fail(stepClaims, reasonBadClaim, name+" is not a string")
 			}
 		}
 	}
@@ -474,27 +397,27 @@ func checkAudience(raw json.RawMessage, want []string) *authError {
 	if len(raw) > 0 && raw[0] == '"' {
 		aud, ok := jsonString(raw)
 		if !ok {
-			return fail(reasonBadClaim, "aud is not a string or an array of strings")
+			return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 		}
 		for _, w := range want {
 			if aud == w {
 				return nil
 			}
 		}
-		return errBadAudience
+		return audienceMismatch([]string{aud}, want)
 	}
 	if len(raw) == 0 || raw[0] != '[' {
-		return fail(reasonBadClaim, "aud is not a string or an array of strings")
+		return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 	}
 	var auds []json.RawMessage
 	if err := json.Unmarshal(raw, &auds); err != nil {
-		return fail(reasonBadClaim, "aud is not a string or an array of strings")
+		return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 	}
 	match := false
 	for _, a := range auds {
 		s, ok := jsonString(a)
 		if !ok {
-			return fail(reasonBadClaim, "aud is not a string or an array of strings")
+			return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 		}
 		for _, w := range want {
 			if s == w {
@@ -503,31 +426,56 @@ func checkAudience(raw json.RawMessage, want []string) *authError {
 		}
 	}
 	if !match {
-		return errBadAudience
+		got := make([]string, 0, len(auds))
+		for _, a := range auds {
+			s, _ := jsonString(a)
+			got = append(got, s)
+		}
+		return audienceMismatch(got, want)
 	}
 	return nil
 }
 
-// jsonString decodes a JSON string value. The common case, a string
-// without escapes, costs one copy.
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
-		return "", false
+// audienceMismatch explains a bad_audience rejection: the token's aud
+// values (at most a few, clipped) and the accepted ones.
+func audienceMismatch(got, want []string) *authError {
+	return fail(stepAudience, reasonBadAudience, "aud "+clipList(got)+" holds none of the accepted audiences "+clipList(want))
+}
+
+// maxDetailItems and maxDetailLen bound what a rejection's detail quotes
+// from a token, so a hostile token cannot make log lines large.
+const (
+	maxDetailItems = 5
+	maxDetailLen   = 64
+)
+
+// clip quotes s for a log detail, cut to maxDetailLen bytes on a rune
+// boundary.
+func clip(s string) string {
+	if len(s) > maxDetailLen {
+		cut := maxDetailLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
 	}
-	inner := raw[1 : len(raw)-1]
-	simple := true
-	for _, c := range inner {
-		if c == '\\' || c == '"' || c < 0x20 {
-			simple = false
+	return strconv.Quote(s)
+}
+
+// clipList renders a list of strings for a log detail.
+func clipList(items []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, it := range items {
+		if i == maxDetailItems {
+			b.WriteString(" ...")
 			break
 		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(clip(it))
 	}
-	if simple {
-		return string(inner), true
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
+	b.WriteByte(']')
+	return b.String()
 }

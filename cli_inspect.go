@@ -1,0 +1,544 @@
+package oauth2jwt
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+func inspectCommand() *cobra.Command {
+	var configFile, adapter string
+	c := &cobra.Command{
+		Use:   "inspect [--config <file>] [--adapter <name>] < token",
+		Short: "Explain why a token (read on stdin) is accepted or rejected",
+		Long: `Reads a token on stdin (a leading "Bearer " is ignored) and prints its header
+and claims.
+
+With --config, finds every oauth2_jwt handler of that config (naming the server,
+listen address, host and path it sits under), fetches their keys as the module
+would, and runs every check in order, saying which one fails and why: for an
+unknown issuer the issuers that would be accepted, for a wrong audience the
+token's audiences and the accepted ones. The config is read as "caddy run"
+reads it: the caddyfile adapter for files named Caddyfile*, *.caddyfile, else
+JSON, unless --adapter is given.
+
+Without --config, only the token's shape and its exp, nbf and iat are checked
+(with the module's default leeway of 60s); the signature, issuer and audience
+are not.
+
+Exit codes:
+  0  accepted by at least one handler (without --config: a JWT within its
+     validity period)
+  1  rejected by every handler; without --config: expired, not yet valid,
+     without exp, or not a JWT at all
+  2  inspect could not run: no token on stdin, or the config cannot be
+     read, adapted or provisioned, or has no oauth2_jwt handler`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return &exitError{exitUsage, errors.New("inspect takes no arguments: it reads the token on stdin, e.g. caddy oauth2-jwt inspect < token.txt")}
+			}
+			in := cmd.InOrStdin()
+			if f, ok := in.(*os.File); ok {
+				if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "Reading a token from the terminal; paste it and end with Ctrl-D.")
+				}
+			}
+			data, err := io.ReadAll(io.LimitReader(in, 1<<20))
+			if err != nil {
+				return &exitError{exitUsage, fmt.Errorf("reading the token from stdin: %w", err)}
+			}
+			token := strings.TrimSpace(string(data))
+			if len(token) >= 6 && strings.EqualFold(token[:6], "bearer") && (len(token) == 6 || token[6] == ' ' || token[6] == '\t') {
+				token = strings.TrimSpace(token[6:])
+			}
+			if token == "" {
+				return &exitError{exitUsage, errors.New("no token on stdin: pipe one in, e.g. caddy oauth2-jwt inspect < token.txt")}
+			}
+			var ok bool
+			if configFile == "" {
+				if adapter != "" {
+					return &exitError{exitUsage, errors.New("--adapter needs --config")}
+				}
+				ok = inspectToken(cmd.OutOrStdout(), token)
+			} else {
+				base, restore, err := quietCaddy()
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				defer restore()
+				cfg, err := loadConfigJSON(configFile, adapter)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				ok, err = inspect(base, cmd.OutOrStdout(), token, cfg)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+			}
+			if !ok {
+				return &exitError{code: exitRejected}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&configFile, "config", "c", "", "Caddy config file (Caddyfile or JSON) holding oauth2_jwt handlers")
+	c.Flags().StringVarP(&adapter, "adapter", "a", "", `config adapter (default: "caddyfile" for files named Caddyfile* or *.caddyfile, else JSON)`)
+	return c
+}
+
+// quietCaddy silences Caddy's logging until restore is called, and returns
+// a caddy.Context whose loggers discard: Provision and the key caches log
+// through ctx.Logger() and caddy.Log(), whose JSON lines must not mix with
+// inspect's human output. It replaces Caddy's default logger, which is
+// process-wide; restore puts the previous one back.
+func quietCaddy() (caddy.Context, func(), error) {
+	// Replacing the default logger logs "redirected default logger" to
+	// the old one; with the old one buffering, that line is flushed into
+	// the new, discarding logger instead of reaching stderr.
+	_, orig, _ := caddy.BufferedLog()
+	restore := func() {
+		caddy.BufferedLog()
+		caddy.UnbufferDefaultLogger(orig)
+	}
+	ctx, err := caddy.ProvisionContext(&caddy.Config{
+		Logging: &caddy.Logging{Logs: map[string]*caddy.CustomLog{
+			caddy.DefaultLoggerName: {BaseLog: caddy.BaseLog{WriterRaw: json.RawMessage(`{"output":"discard"}`)}},
+		}},
+	})
+	if err != nil {
+		restore()
+		return caddy.Context{}, nil, fmt.Errorf("silencing Caddy's logs: %w", err)
+	}
+	return ctx, restore, nil
+}
+
+// loadConfigJSON reads a config file and adapts it to JSON, choosing the
+// adapter as "caddy run --config" does (it is Caddy's own loader).
+func loadConfigJSON(file, adapter string) ([]byte, error) {
+	if file == "-" {
+		return nil, errors.New("--config -: stdin carries the token; give the config as a file")
+	}
+	cfg, _, _, err := caddycmd.LoadConfig(file, adapter)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", file, err)
+	}
+	return cfg, nil
+}
+
+// foundHandler is an oauth2_jwt handler of a JSON config and where it sits.
+type foundHandler struct {
+	raw json.RawMessage
+	at  site
+}
+
+// site is where a handler sits: its server, and the matchers of the routes
+// enclosing it.
+type site struct {
+	path   []string // JSON keys and indexes from the root
+	server string   // name under apps.http.servers
+	listen []string
+	errors bool       // in the server's error routes
+	hosts  []string   // host matchers of the enclosing routes
+	paths  [][]string // path matchers, one list per route level
+	others []string   // names of other matchers
+}
+
+func (s site) String() string {
+	var parts []string
+	if s.server == "" {
+		return strings.Join(s.path, ".")
+	}
+	where := "apps.http.servers." + s.server
+	if s.errors {
+		where += " (error routes)"
+	}
+	parts = append(parts, where)
+	if len(s.listen) > 0 {
+		parts = append(parts, "listen "+strings.Join(s.listen, " "))
+	}
+	if len(s.hosts) > 0 {
+		parts = append(parts, "host "+strings.Join(s.hosts, " "))
+	} else {
+		parts = append(parts, "any host")
+	}
+	if len(s.paths) > 0 {
+		levels := make([]string, len(s.paths))
+		for i, l := range s.paths {
+			levels[i] = strings.Join(l, " ")
+		}
+		parts = append(parts, "path "+strings.Join(levels, " > "))
+	}
+	if len(s.others) > 0 {
+		parts = append(parts, "other matchers: "+strings.Join(s.others, " "))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// within returns s one level down, at key.
+func (s site) within(key string) site {
+	s.path = append(slices.Clip(s.path), key)
+	return s
+}
+
+// route adds the matchers of a route object to s.
+func (s site) route(r map[string]any) site {
+	sets, _ := r["match"].([]any)
+	var paths []string
+	for _, set := range sets {
+		m, _ := set.(map[string]any)
+		names := make([]string, 0, len(m))
+		for name := range m {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			switch name {
+			case "host":
+				for _, h := range strs(m[name]) {
+					if !slices.Contains(s.hosts, h) {
+						s.hosts = append(slices.Clip(s.hosts), h)
+					}
+				}
+			case "path":
+				paths = append(paths, strs(m[name])...)
+			default:
+				if !slices.Contains(s.others, name) {
+					s.others = append(slices.Clip(s.others), name)
+				}
+			}
+		}
+	}
+	if len(paths) > 0 {
+		s.paths = append(slices.Clip(s.paths), paths)
+	}
+	return s
+}
+
+func strs(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// findHandlers returns every oauth2_jwt handler object in a JSON config,
+// with the server and routes it sits under.
+func findHandlers(v any, at site, out *[]foundHandler) {
+	switch t := v.(type) {
+	case map[string]any:
+		p := at.path
+		switch {
+		case len(p) == 4 && p[0] == "apps" && p[1] == "http" && p[2] == "servers":
+			at.server, at.listen = p[3], strs(t["listen"])
+		case len(p) == 5 && at.server != "" && p[4] == "errors":
+			at.errors = true
+		case len(p) >= 2 && p[len(p)-2] == "routes":
+			at = at.route(t)
+		}
+		if t["handler"] == "oauth2_jwt" {
+			b, _ := json.Marshal(t)
+			*out = append(*out, foundHandler{raw: b, at: at})
+			return
+		}
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			findHandlers(t[k], at.within(k), out)
+		}
+	case []any:
+		for i, e := range t {
+			findHandlers(e, at.within(strconv.Itoa(i)), out)
+		}
+	}
+}
+
+// checkSteps are the checks of verify, in order, as inspect prints them.
+var checkSteps = stepNames[stepShape:stepRequire]
+
+// printToken prints a token's size, header and claims, and returns the
+// claims when the token has three segments whose header and claims are
+// JSON objects (nil otherwise).
+func printToken(out io.Writer, token string) map[string]any {
+	parts := strings.Split(token, ".")
+	fmt.Fprintf(out, "Token: %d bytes, %d segments\n", len(token), len(parts))
+	if len(parts) < 2 {
+		return nil
+	}
+	var claims map[string]any
+	decoded := len(parts) == 3
+	for i, title := range []string{"Header", "Claims"} {
+		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil {
+			fmt.Fprintf(out, "%s: not base64url (%v)\n", title, err)
+			decoded = false
+			continue
+		}
+		var pretty any
+		if err := json.Unmarshal(raw, &pretty); err != nil {
+			fmt.Fprintf(out, "%s: not JSON (%v)\n", title, err)
+			decoded = false
+			continue
+		}
+		b, _ := json.MarshalIndent(pretty, "", "  ")
+		fmt.Fprintf(out, "%s:\n%s\n", title, b)
+		m, ok := pretty.(map[string]any)
+		if !ok {
+			decoded = false
+			continue
+		}
+		if i == 1 {
+			claims = m
+			for _, name := range []string{"iat", "nbf", "exp"} {
+				if f, ok := m[name].(float64); ok {
+					t := time.Unix(int64(f), 0)
+					fmt.Fprintf(out, "  %s = %s (%s)\n", name, t.UTC().Format(time.RFC3339), relative(t))
+				}
+			}
+		}
+	}
+	if !decoded {
+		return nil
+	}
+	return claims
+}
+
+// inspectToken prints a token and judges it without a config: it must be
+// a JWT within its validity period, with the module's default leeway. It
+// reports whether the token passes.
+func inspectToken(out io.Writer, token string) bool {
+	claims := printToken(out, token)
+	fmt.Fprintln(out, "\n(no --config given: signature, issuer and audience not checked)")
+	if claims == nil {
+		fmt.Fprintln(out, "  result: REJECTED, not a JWT: want three base64url segments, the first two JSON objects")
+		return false
+	}
+	now := time.Now()
+	date := func(name string) (time.Time, bool, bool) {
+		v, present := claims[name]
+		if !present {
+			return time.Time{}, false, true
+		}
+		f, ok := v.(float64)
+		return time.Unix(int64(f), 0), true, ok
+	}
+	exp, hasExp, ok := date("exp")
+	switch {
+	case !hasExp:
+		fmt.Fprintln(out, "  result: REJECTED, no exp claim (the module requires one)")
+		return false
+	case !ok:
+		fmt.Fprintln(out, "  result: REJECTED, exp is not a number")
+		return false
+	case !now.Before(exp.Add(defaultLeeway)):
+		fmt.Fprintf(out, "  result: REJECTED, expired %s ago (beyond the default leeway of %s)\n",
+			now.Sub(exp).Round(time.Second), defaultLeeway)
+		return false
+	}
+	for _, name := range []string{"nbf", "iat"} {
+		t, present, ok := date(name)
+		switch {
+		case present && !ok:
+			fmt.Fprintf(out, "  result: REJECTED, %s is not a number\n", name)
+			return false
+		case present && now.Add(defaultLeeway).Before(t):
+			fmt.Fprintf(out, "  result: REJECTED, not yet valid: %s is %s (beyond the default leeway of %s)\n",
+				name, relative(t), defaultLeeway)
+			return false
+		}
+	}
+	fmt.Fprintf(out, "  result: within its validity period (expires %s)\n", relative(exp))
+	return true
+}
+
+// inspect prints a token's header and claims and the outcome of every
+// check of every oauth2_jwt handler of cfgJSON. Handlers are provisioned
+// in children of base. It reports whether any handler accepts the token.
+func inspect(base caddy.Context, out io.Writer, token string, cfgJSON []byte) (bool, error) {
+	if base.Context == nil {
+		base.Context = context.Background()
+	}
+	claims := printToken(out, token)
+	var root any
+	if err := json.Unmarshal(cfgJSON, &root); err != nil {
+		return false, fmt.Errorf("config is not JSON: %w", err)
+	}
+	var handlers []foundHandler
+	findHandlers(root, site{}, &handlers)
+	if len(handlers) == 0 {
+		return false, errors.New("the config has no oauth2_jwt handler")
+	}
+	accepted := false
+	for i, fh := range handlers {
+		var h Handler
+		if err := json.Unmarshal(fh.raw, &h); err != nil {
+			return false, fmt.Errorf("handler %d (%s): %w", i+1, fh.at, err)
+		}
+		ok, err := inspectWith(base, out, i+1, len(handlers), fh.at, &h, token, claims)
+		if err != nil {
+			return false, err
+		}
+		accepted = accepted || ok
+	}
+	return accepted, nil
+}
+
+func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any) (bool, error) {
+	cctx, cancel := caddy.NewContext(base)
+	defer cancel()
+	if err := h.Provision(cctx); err != nil {
+		return false, fmt.Errorf("handler %d (%s): %w", n, at, err)
+	}
+	defer func() { _ = h.Cleanup() }()
+	fmt.Fprintf(out, "\nHandler %d of %d (providers: %s) at %s\n", n, total, strings.Join(h.names, ", "), at)
+
+	// Wait for the first key fetch of every remote provider, as bounded
+	// as the module itself would be.
+	for _, p := range h.providers {
+		c, ok := p.keys.(*jwksCache)
+		if !ok {
+			continue
+		}
+		wait, cancelWait := context.WithTimeout(base, c.cfg.fetchTimeout+time.Second)
+		_ = c.awaitFirstFetch(wait)
+		cancelWait()
+		if st := c.status(); !st.usable {
+			fmt.Fprintf(out, "  provider %q: keys not loaded from %s: %v\n", p.name, c.cfg.sourceURL(), st.lastErr)
+		}
+	}
+
+	verified, p, _, aerr := h.verifier.verify(base, token, h.verifier.now())
+	if p != nil {
+		fmt.Fprintf(out, "  selects provider %q (issuer %s)\n", p.name, p.issuer)
+	}
+	failed := ""
+	if aerr != nil {
+		failed = aerr.step.String()
+	}
+	for _, step := range checkSteps {
+		if step == failed {
+			fmt.Fprintf(out, "  [FAIL] %s: %s (%s)\n", step, aerr.reason, explain(aerr))
+			explainStep(out, step, h, p, claims)
+			break
+		}
+		fmt.Fprintf(out, "  [ok]   %s\n", step)
+	}
+	if aerr != nil {
+		status := reasons[aerr.reason].status
+		if aerr.reason == reasonMissingToken {
+			status = h.req.missing
+		}
+		fmt.Fprintf(out, "  result: REJECTED, %d %s\n", status, aerr.reason)
+		return false, nil
+	}
+	if len(h.Require) > 0 && !satisfied(h.Require, verified) {
+		fmt.Fprintf(out, "  [FAIL] require: the token lacks a required scope or claim\n  result: REJECTED, 403 forbidden\n")
+		return false, nil
+	}
+	fmt.Fprintf(out, "  result: ACCEPTED (sub %q)\n", verified.Subject())
+	return true, nil
+}
+
+// explainStep says, after a failed issuer or audience check, what would
+// have been accepted, next to what the token carries.
+func explainStep(out io.Writer, step string, h *Handler, p *provider, claims map[string]any) {
+	const indent = "         "
+	switch step {
+	case "issuer":
+		fmt.Fprintf(out, "%stoken iss: %s\n", indent, claimText(claims, "iss"))
+		if _, ok := claims["tid"]; ok {
+			fmt.Fprintf(out, "%stoken tid: %s\n", indent, claimText(claims, "tid"))
+		}
+		for i, pr := range h.providers {
+			label := "accepted:  "
+			if i > 0 {
+				label = strings.Repeat(" ", len(label))
+			}
+			fmt.Fprintf(out, "%s%s%q (provider %s%s)\n", indent, label, pr.issuer, pr.name, tenantsText(pr))
+		}
+	case "audience":
+		fmt.Fprintf(out, "%stoken aud: %s\n", indent, claimText(claims, "aud"))
+		if p != nil {
+			quoted := make([]string, len(p.audiences))
+			for i, a := range p.audiences {
+				quoted[i] = strconv.Quote(a)
+			}
+			fmt.Fprintf(out, "%saccepted:  %s (provider %s)\n", indent, strings.Join(quoted, ", "), p.name)
+		}
+	}
+}
+
+// claimText renders a claim for explainStep: strings quoted, arrays as
+// their items, anything else as JSON; "(none)" when absent.
+func claimText(claims map[string]any, name string) string {
+	v, ok := claims[name]
+	if !ok {
+		return "(none)"
+	}
+	items, isList := v.([]any)
+	if !isList {
+		items = []any{v}
+	}
+	texts := make([]string, len(items))
+	for i, it := range items {
+		if s, ok := it.(string); ok {
+			texts[i] = strconv.Quote(s)
+			continue
+		}
+		b, _ := json.Marshal(it)
+		texts[i] = string(b)
+	}
+	if len(texts) == 0 {
+		return "[] (empty)"
+	}
+	return strings.Join(texts, ", ")
+}
+
+func tenantsText(p *provider) string {
+	if p.tenants == nil {
+		return ""
+	}
+	if p.anyTenant {
+		return ", any tenant"
+	}
+	names := make([]string, 0, len(p.tenants))
+	for t := range p.tenants {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	return ", tenants " + strings.Join(names, " ")
+}
+
+func explain(e *authError) string {
+	if e.detail != "" {
+		return e.detail
+	}
+	return reasons[e.reason].description
+}
+
+func relative(t time.Time) string {
+	d := time.Until(t).Round(time.Second)
+	if d >= 0 {
+		return "in " + d.String()
+	}
+	return (-d).String() + " ago"
+}
