@@ -12,14 +12,36 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("oauth2_jwt", parseCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("oauth2_jwt", parseHandler[Handler])
 	httpcaddyfile.RegisterDirectiveOrder("oauth2_jwt", httpcaddyfile.After, "forward_auth")
 }
 
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Handler)
+// parseHandler parses a handler directive of this package into a new T.
+func parseHandler[T any, PT interface {
+	*T
+	caddyfile.Unmarshaler
+	caddyhttp.MiddlewareHandler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := PT(new(T))
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
+}
+
+// blockStart consumes a directive's name, refuses arguments after it, and
+// returns a function that refuses an option given twice in its block.
+func blockStart(d *caddyfile.Dispenser) (once func(opt string) error, err error) {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	return func(opt string) error {
+		if seen[opt] {
+			return d.Errf("%s: specified more than once", opt)
+		}
+		seen[opt] = true
+		return nil
+	}, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -65,17 +87,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		error_format         json
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	once := func(name string) error {
-		if seen[name] {
-			return d.Errf("%s: specified more than once", name)
-		}
-		seen[name] = true
-		return nil
+	once, err := blockStart(d)
+	if err != nil {
+		return err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -122,23 +136,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			if !d.AllArgs(&h.Realm) {
-				return d.ArgErr()
-			}
-			if err := checkRealm(h.Realm); err != nil {
-				return d.WrapErr(err)
+			if err := stringArg(d, &h.Realm, checkRealm); err != nil {
+				return err
 			}
 
 		case "max_token_size":
 			if err := once(opt); err != nil {
 				return err
 			}
-			n, err := intArg(d, opt)
+			n, err := intArg(d, opt, checkMaxTokenSize)
 			if err != nil {
 				return err
-			}
-			if err := checkMaxTokenSize(n); err != nil {
-				return d.WrapErr(err)
 			}
 			h.MaxTokenSize = n
 
@@ -146,12 +154,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			n, err := intArg(d, opt)
+			n, err := intArg(d, opt, checkCacheSize)
 			if err != nil {
 				return err
-			}
-			if err := checkCacheSize(n); err != nil {
-				return d.WrapErr(err)
 			}
 			h.CacheSize = &n
 
@@ -159,12 +164,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			n, err := intArg(d, opt)
+			n, err := intArg(d, opt, func(n int) error { return checkMissingTokenStatus(n, false) })
 			if err != nil {
 				return err
-			}
-			if err := checkMissingTokenStatus(n, false); err != nil {
-				return d.WrapErr(err)
 			}
 			h.MissingTokenStatus = n
 
@@ -279,11 +281,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := once(opt); err != nil {
 				return err
 			}
-			if !d.AllArgs(&h.ErrorFormat) {
-				return d.ArgErr()
-			}
-			if err := checkErrorFormat(h.ErrorFormat); err != nil {
-				return d.WrapErr(err)
+			if err := stringArg(d, &h.ErrorFormat, checkErrorFormat); err != nil {
+				return err
 			}
 
 		default:
@@ -393,9 +392,21 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 	return nil
 }
 
-// intArg reads the single integer argument of option opt; its range is
-// checked by the option's own check, as for JSON.
-func intArg(d *caddyfile.Dispenser, opt string) (int, error) {
+// stringArg reads the single argument of an option into dst and checks it
+// with the option's own check.
+func stringArg(d *caddyfile.Dispenser, dst *string, check func(string) error) error {
+	if !d.AllArgs(dst) {
+		return d.ArgErr()
+	}
+	if err := check(*dst); err != nil {
+		return d.WrapErr(err)
+	}
+	return nil
+}
+
+// intArg reads the single integer argument of option opt and checks it
+// with the option's own check, the one JSON configs get.
+func intArg(d *caddyfile.Dispenser, opt string, check func(int) error) (int, error) {
 	var s string
 	if !d.AllArgs(&s) {
 		return 0, d.ArgErr()
@@ -403,6 +414,9 @@ func intArg(d *caddyfile.Dispenser, opt string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		return 0, d.Errf("%s: %q is not a number", opt, s)
+	}
+	if err := check(n); err != nil {
+		return 0, d.WrapErr(err)
 	}
 	return n, nil
 }

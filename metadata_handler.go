@@ -15,7 +15,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(MetadataHandler{})
-	httpcaddyfile.RegisterHandlerDirective("oauth2_resource_metadata", parseMetadataCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("oauth2_resource_metadata", parseHandler[MetadataHandler])
 	// Early, before any rewrite, authentication (basic_auth,
 	// forward_auth, oauth2_jwt) and handle/route block: the document is
 	// public, and its URL is the one clients derive from the resource,
@@ -140,12 +140,6 @@ func (m *MetadataHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 	return next.ServeHTTP(w, r)
 }
 
-func parseMetadataCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(MetadataHandler)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
-}
-
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	oauth2_resource_metadata [<matcher>] {
@@ -155,17 +149,15 @@ func parseMetadataCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		bearer_methods_supported header|body|query...
 //	}
 func (m *MetadataHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
-	if d.NextArg() {
-		return d.ArgErr()
+	once, err := blockStart(d)
+	if err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: specified more than once", opt)
+		if err := once(opt); err != nil {
+			return err
 		}
-		seen[opt] = true
 		switch opt {
 		case "resource":
 			if !d.AllArgs(&m.Resource) {

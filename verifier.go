@@ -97,142 +97,173 @@ func compactParts(token string) (dot1, dot2 int, ok bool) {
 	return dot1, dot2, true
 }
 
+// parsedToken is a token whose shape, header and payload passed the
+// checks that need no provider.
+type parsedToken struct {
+	jws     *jwt.JSONWebToken
+	hdr     *jose.Header
+	alg     jose.SignatureAlgorithm
+	payload []byte
+	top     map[string]json.RawMessage
+}
+
 // verify checks one token and returns its claims and provider. Cheap checks
 // come first; only a token that passes every local check may cause a key
 // fetch (an unknown kid), and then at most once per min_refresh_interval.
 func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Claims, *provider, uint64, *authError) {
+	pt, aerr := v.parse(token)
+	if aerr != nil {
+		return nil, nil, 0, aerr
+	}
+	p, tenant, aerr := v.selectProvider(pt.top)
+	if aerr != nil {
+		return nil, p, 0, aerr
+	}
+	if !p.algs.has(pt.alg) {
+		return nil, p, 0, errAlgNotAllowed
+	}
+	if p.requireAT && !isAccessTokenType(pt.hdr) {
+		return nil, p, 0, fail(stepHeader, reasonBadClaim, "typ is not at+jwt")
+	}
+	claims, aerr := checkClaims(p, pt.top, now)
+	if aerr != nil {
+		return nil, p, 0, aerr
+	}
+	gen, aerr := verifySignature(ctx, p, pt, now)
+	if aerr != nil {
+		return nil, p, 0, aerr
+	}
+	claims.provider = p.name
+	claims.tenant = tenant
+	claims.replaceFn = claims.replace
+	claims.raw = pt.payload
+	claims.top = pt.top
+	return claims, p, gen, nil
+}
+
+// parse runs the checks that need no provider: size, compact shape, the
+// JOSE header, and a UTF-8 JSON object payload without duplicate members.
+func (v *verifier) parse(token string) (*parsedToken, *authError) {
 	if len(token) > v.maxTokenSize {
-		return nil, nil, 0, errTooLarge
+		return nil, errTooLarge
 	}
 	dot1, dot2, ok := compactParts(token)
 	if !ok {
-		return nil, nil, 0, errNotCompact
+		return nil, errNotCompact
 	}
 	if aerr := checkHeaderJSON(token[:dot1]); aerr != nil {
-		return nil, nil, 0, aerr
+		return nil, aerr
 	}
 	tok, err := jwt.ParseSigned(token, v.parseAlgs)
 	if err != nil {
 		var unexpected *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &unexpected) {
-			return nil, nil, 0, errAlgUnknown
+			return nil, errAlgUnknown
 		}
-		return nil, nil, 0, fail(stepHeader, reasonMalformed, "token header or encoding invalid")
+		return nil, fail(stepHeader, reasonMalformed, "token header or encoding invalid")
 	}
 	if len(tok.Headers) != 1 {
-		return nil, nil, 0, fail(stepHeader, reasonMalformed, "token must have exactly one signature")
+		return nil, fail(stepHeader, reasonMalformed, "token must have exactly one signature")
 	}
-	hdr := &tok.Headers[0]
-	alg := jose.SignatureAlgorithm(hdr.Algorithm)
-	if aerr := checkHeader(hdr); aerr != nil {
-		return nil, nil, 0, aerr
+	pt := &parsedToken{jws: tok, hdr: &tok.Headers[0]}
+	pt.alg = jose.SignatureAlgorithm(pt.hdr.Algorithm)
+	if aerr := checkHeader(pt.hdr); aerr != nil {
+		return nil, aerr
 	}
-
-	payload, err := base64.RawURLEncoding.DecodeString(token[dot1+1 : dot2])
+	pt.payload, err = base64.RawURLEncoding.DecodeString(token[dot1+1 : dot2])
 	if err != nil {
-		return nil, nil, 0, errNotCompact
+		return nil, errNotCompact
 	}
-	if !utf8.Valid(payload) {
+	if !utf8.Valid(pt.payload) {
 		// RFC 8259 section 8.1, RFC 7519 section 7.2: the claims are
 		// UTF-8; a decoder that replaces invalid bytes would read them
 		// differently from one that keeps them.
-		return nil, nil, 0, errPayloadNotUTF8
+		return nil, errPayloadNotUTF8
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &top); err != nil || top == nil {
-		return nil, nil, 0, errPayloadNotObj
+	if err := json.Unmarshal(pt.payload, &pt.top); err != nil || pt.top == nil {
+		return nil, errPayloadNotObj
 	}
 	// go-jose's decoder refuses duplicate member names, but a RawMessage
 	// value is only scanned: decode nested objects and arrays too, so no
 	// duplicate hides at any depth (a last-wins parser upstream would read
 	// them differently).
-	for _, raw := range top {
+	for _, raw := range pt.top {
 		if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
 			var nested any
 			if err := json.Unmarshal(raw, &nested); err != nil {
-				return nil, nil, 0, errPayloadNotObj
+				return nil, errPayloadNotObj
 			}
 		}
 	}
+	return pt, nil
+}
 
-	// Provider: one map look-up on the unverified iss.
+// selectProvider finds the provider of the unverified iss: one map
+// look-up, else the issuer templates (with the tid check).
+func (v *verifier) selectProvider(top map[string]json.RawMessage) (*provider, string, *authError) {
 	issRaw, ok := top["iss"]
 	if !ok {
-		return nil, nil, 0, errMissingIss
+		return nil, "", errMissingIss
 	}
 	iss, ok := jsonString(issRaw)
 	if !ok {
-		return nil, nil, 0, fail(stepIssuer, reasonBadClaim, "iss is not a string")
+		return nil, "", fail(stepIssuer, reasonBadClaim, "iss is not a string")
 	}
-	p := v.byIssuer[iss]
-	tenant := ""
-	if p == nil {
-		for _, tp := range v.templated {
-			if t, ok := tp.matchTenant(iss); ok {
-				p, tenant = tp, t
-				break
-			}
-		}
-		if p == nil {
-			return nil, nil, 0, fail(stepIssuer, reasonUnknownIssuer, "iss "+clip(iss)+" is not the issuer of any provider")
+	if p := v.byIssuer[iss]; p != nil {
+		return p, "", nil
+	}
+	for _, tp := range v.templated {
+		tenant, ok := tp.matchTenant(iss)
+		if !ok {
+			continue
 		}
 		if raw, ok := top["tid"]; ok {
 			if tid, ok := jsonString(raw); !ok || tid != tenant {
-				return nil, p, 0, fail(stepIssuer, reasonBadClaim, "tid does not match the issuer's tenant")
+				return tp, "", fail(stepIssuer, reasonBadClaim, "tid does not match the issuer's tenant")
 			}
 		}
+		return tp, tenant, nil
 	}
-	if !p.algs.has(alg) {
-		return nil, p, 0, errAlgNotAllowed
-	}
-	if p.requireAT && !isAccessTokenType(hdr) {
-		return nil, p, 0, fail(stepHeader, reasonBadClaim, "typ is not at+jwt")
-	}
+	return nil, "", fail(stepIssuer, reasonUnknownIssuer, "iss "+clip(iss)+" is not the issuer of any provider")
+}
 
-	claims, aerr := checkClaims(p, top, now)
-	if aerr != nil {
-		return nil, p, 0, aerr
-	}
-
-	// Keys: only now may the network be involved.
+// verifySignature checks the signature with the provider's keys, and
+// returns the generation of the key set that verified it. Only here may
+// the network be involved (an unknown kid).
+func verifySignature(ctx context.Context, p *provider, pt *parsedToken, now time.Time) (uint64, *authError) {
 	ks, aerr := p.keys.keysAt(now)
 	if aerr != nil {
-		return nil, p, 0, aerr
+		return 0, aerr
 	}
-	gen := ks.gen
+	kid := pt.hdr.KeyID
 	var buf [maxKidlessCandidates]*verificationKey
-	cands, found := ks.candidates(hdr.KeyID, alg, buf[:])
-	if !found && hdr.KeyID != "" {
-		if fresh := p.keys.refreshForKid(ctx, hdr.KeyID); fresh != nil {
-			cands, found = fresh.candidates(hdr.KeyID, alg, buf[:])
-			gen, ks = fresh.gen, fresh
+	cands, found := ks.candidates(kid, pt.alg, buf[:])
+	if !found && kid != "" {
+		if fresh := p.keys.refreshForKid(ctx, kid); fresh != nil {
+			ks = fresh
+			cands, found = ks.candidates(kid, pt.alg, buf[:])
 		}
 	}
 	if !found {
-		if hdr.KeyID == "" {
-			return nil, p, 0, errUnknownKey
+		if kid == "" {
+			return 0, errUnknownKey
 		}
 		// The token's kid is not quoted: it is the member attackers fill
 		// with log forgeries. The provider's own kids are.
-		return nil, p, 0, fail(stepKey, reasonUnknownKey, "the token's kid is none of the provider's kids "+clipList(ks.kids()))
+		return 0, fail(stepKey, reasonUnknownKey, "the token's kid is none of the provider's kids "+clipList(ks.kids()))
 	}
 	if len(cands) == 0 {
-		return nil, p, 0, errNoKeyForAlg
+		return 0, errNoKeyForAlg
 	}
 	if len(cands) > maxKidlessCandidates {
 		cands = cands[:maxKidlessCandidates]
 	}
 	for _, k := range cands {
-		if tok.Claims(k.key) == nil {
-			claims.provider = p.name
-			claims.tenant = tenant
-			claims.replaceFn = claims.replace
-			claims.raw = payload
-			claims.top = top
-			return claims, p, gen, nil
+		if pt.jws.Claims(k.key) == nil {
+			return ks.gen, nil
 		}
 	}
-	return nil, p, 0, errBadSignature
+	return 0, errBadSignature
 }
 
 // headerMemberTypes are the JSON types of the registered JOSE header
