@@ -125,6 +125,35 @@ func TestRequireClaimAndAny(t *testing.T) {
 	}
 }
 
+// TestRequireClaimMatchesTopLevelValues: require claim matches strings,
+// numbers and booleans, and items of a top-level array, never values
+// inside nested arrays or objects.
+func TestRequireClaimMatchesTopLevelValues(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{Require: []Requirement{{Claim: "roles", Values: []string{"admin", "3", "true"}}}})
+	for _, tc := range []struct {
+		name   string
+		roles  any
+		status int
+	}{
+		{"array holding the value", []string{"user", "admin"}, 200},
+		{"string", "admin", 200},
+		{"number", 3, 200},
+		{"boolean", true, 200},
+		{"value in a nested array", [][]string{{"admin"}}, 403},
+		{"value as an object key", map[string]any{"admin": true}, 403},
+		{"value inside an object in the array", []any{map[string]any{"name": "admin"}}, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code := ""
+			if tc.status == 403 {
+				code = "forbidden"
+			}
+			expectReason(t, serve(t, h, bearer(f.token(t, map[string]any{"roles": tc.roles}))), tc.status, code)
+		})
+	}
+}
+
 func TestForwardClaimsAndAntiSpoofing(t *testing.T) {
 	f := newAuthzFixture(t)
 	h := f.handler(t, &Handler{
@@ -182,6 +211,32 @@ func TestForwardClaimsAndAntiSpoofing(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestForwardRemovesUnderscoreSpellings: client headers whose names differ
+// from a forwarded header only by underscores for dashes (which some
+// backends treat as the same name) are removed too.
+func TestForwardRemovesUnderscoreSpellings(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{ForwardClaims: []ClaimHeader{{Claim: "sub", Header: "X-User-Id"}}, PublicPaths: []string{"/public"}})
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/public", nil)
+	req.Header.Set("X_User_Id", "admin") // arrives as X_user_id
+	req.Header.Set("x_user-id", "admin") // arrives as X_user-Id
+	req.Header.Set("X-Other_Header", "kept")
+	res := serve(t, h, req)
+	expectReason(t, res, 200, "")
+	if v := res.nextSeen.Header.Values("X_User_Id"); len(v) != 0 {
+		t.Fatalf("underscore spelling passed on")
+	}
+	if v := res.nextSeen.Header.Values("x_user-id"); len(v) != 0 {
+		t.Fatalf("mixed spelling passed on")
+	}
+	if len(res.nextSeen.Header) != 1 {
+		t.Fatalf("headers passed on: %v", res.nextSeen.Header)
+	}
+	if res.nextSeen.Header.Get("X-Other_Header") != "kept" {
+		t.Fatalf("an unrelated header was removed")
+	}
 }
 
 func TestTokenSources(t *testing.T) {
@@ -244,6 +299,18 @@ func TestTokenSources(t *testing.T) {
 	})
 }
 
+// TestQueryTokenStrippedOnPublicPaths: a query-string token never travels
+// on to the backend, even on a public path where it is not checked.
+func TestQueryTokenStrippedOnPublicPaths(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{TokenSources: []TokenSource{{Query: "access_token"}}, PublicPaths: []string{"/health"}})
+	res := serve(t, h, httptest.NewRequest(http.MethodGet, "http://example.test/health?x=1&access_token=abc", nil))
+	expectReason(t, res, 200, "")
+	if res.nextSeen.URL.RawQuery != "x=1" || strings.Contains(res.nextSeen.RequestURI, "access_token") {
+		t.Fatalf("query passed on: %q / %q", res.nextSeen.URL.RawQuery, res.nextSeen.RequestURI)
+	}
+}
+
 func TestAllowMissingAndCORSPreflight(t *testing.T) {
 	f := newAuthzFixture(t)
 	h := f.handler(t, &Handler{AllowMissing: true, AllowCORSPreflight: true})
@@ -269,42 +336,6 @@ func TestAllowMissingAndCORSPreflight(t *testing.T) {
 	notPreflight.Header.Set("Origin", "https://app.example")
 	h2 := f.handler(t, &Handler{AllowCORSPreflight: true})
 	expectReason(t, serve(t, h2, notPreflight), 400, "missing_token")
-}
-
-func TestMultiTenantIssuer(t *testing.T) {
-	k := newTestKey(t, "mt", jose.RS256, 0)
-	idp := newTestIdP(t, k)
-	tmpl := "https://login.example.com/{tenant}/v2.0"
-	mk := func(tenants ...string) *Handler {
-		h := &Handler{Providers: map[string]*Provider{
-			"entra": {Issuer: tmpl, Tenants: tenants, Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
-		}}
-		provisionHandler(t, h)
-		waitForKeys(t, h)
-		return h
-	}
-	h := mk("t1", "t2")
-	tok := func(iss string, extra map[string]any) string {
-		c := claimsFor(iss, "api")
-		for kk, v := range extra {
-			c[kk] = v
-		}
-		return k.sign(t, c, nil)
-	}
-	res := serve(t, h, bearer(tok("https://login.example.com/t1/v2.0", map[string]any{"tid": "t1"})))
-	expectReason(t, res, 200, "")
-	if got := res.placeholder("http.auth.jwt.tenant"); got != "t1" {
-		t.Errorf("tenant = %q", got)
-	}
-	expectReason(t, serve(t, h, bearer(tok("https://login.example.com/t2/v2.0", nil))), 200, "")
-	expectReason(t, serve(t, h, bearer(tok("https://login.example.com/t3/v2.0", nil))), 401, "unknown_issuer")
-	expectReason(t, serve(t, h, bearer(tok("https://login.example.com/t1/v2.0", map[string]any{"tid": "t2"}))), 401, "bad_claim")
-	expectReason(t, serve(t, h, bearer(tok("https://login.example.com/t1/extra/v2.0", nil))), 401, "unknown_issuer")
-	expectReason(t, serve(t, h, bearer(tok("https://login.example.com//v2.0", nil))), 401, "unknown_issuer")
-
-	anyTenant := mk("*")
-	expectReason(t, serve(t, anyTenant, bearer(tok("https://login.example.com/whoever/v2.0", nil))), 200, "")
-	expectReason(t, serve(t, anyTenant, bearer(tok("https://login.example.com/a/b/v2.0", nil))), 401, "unknown_issuer")
 }
 
 func TestResourceMetadata(t *testing.T) {
@@ -342,6 +373,26 @@ func TestResourceMetadata(t *testing.T) {
 	}
 	if bm, _ := doc["bearer_methods_supported"].([]any); len(bm) != 1 || bm[0] != "header" {
 		t.Errorf("bearer_methods_supported = %v", doc["bearer_methods_supported"])
+	}
+}
+
+// TestResourceMetadataListsExpandedIssuers: authorization_servers lists
+// issuers with their placeholders expanded and leaves issuer templates
+// out.
+func TestResourceMetadataListsExpandedIssuers(t *testing.T) {
+	k := newTestKey(t, "m", jose.ES256, 0)
+	idp := newTestIdP(t, k)
+	t.Setenv("OAUTH2JWT_METADATA_ISS", idp.url())
+	h := provisionHandler(t, &Handler{
+		Providers: map[string]*Provider{
+			"a": {Issuer: "{env.OAUTH2JWT_METADATA_ISS}", Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+			"b": {Issuer: "https://login.example.com/{tenant}/v2.0", Tenants: []string{"*"}, Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+		},
+		ResourceMetadata: &ResourceMetadata{Resource: "https://api.example.com"},
+	})
+	body := string(h.req.meta.body)
+	if !strings.Contains(body, `"authorization_servers":["`+idp.url()+`"]`) {
+		t.Fatalf("metadata = %s", body)
 	}
 }
 

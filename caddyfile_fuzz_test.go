@@ -1,6 +1,9 @@
 package oauth2jwt
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -11,73 +14,29 @@ import (
 // input, every provider has an issuer and at least one non-empty audience
 // (the two fields without which no token can be checked).
 //
+// The seeds are the inputs of the parser's tables (caddyfileCases,
+// caddyfileErrorCases), the oauth2_jwt blocks of the adapt golden files,
+// and a few shapes neither holds.
+//
 //	go test -run XXX -fuzz FuzzUnmarshalCaddyfile -fuzztime 30s .
 func FuzzUnmarshalCaddyfile(f *testing.F) {
-	seeds := []string{
+	for _, tc := range caddyfileCases() {
+		f.Add(tc.input)
+	}
+	for _, tc := range caddyfileErrorCases() {
+		f.Add(tc.input)
+	}
+	for _, s := range goldenDirectives(f) {
+		f.Add(s)
+	}
+	for _, s := range []string{
 		"",
-		"oauth2_jwt",
 		"oauth2_jwt {\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t}\n}",
-		`oauth2_jwt {
-	provider corp {
-		issuer               https://login.example.com/tenant/v2.0
-		audience             api://backend https://api.example.com third
-		jwks_uri             http://keys.internal.example/jwks.json
-		algorithms           RS256 PS256 ES384 EdDSA
-		leeway               0
-		refresh_interval     30m
-		min_refresh_interval 15s
-		fetch_timeout        2s
-		max_stale            12h
-		insecure_http
-		require_typ          at+jwt
-	}
-	public_paths         /health /metrics
-	public_paths         /public/* /docs/*
-	realm                "Example API"
-	max_token_size       8192
-	missing_token_status 401
-}`,
-		`oauth2_jwt {
-	provider auth0 {
-		issuer https://tenant.eu.auth0.com/
-		audience https://api.example.com
-	}
-	provider keycloak {
-		issuer https://sso.example.com/realms/main
-		audiences account api
-		discovery_uri https://sso.example.com/realms/main/.well-known/openid-configuration
-	}
-}`,
-		`oauth2_jwt {
-	provider internal {
-		issuer https://internal.example.com
-		audience svc
-		jwks_file /etc/caddy/hmac-keys.json
-		algorithms HS256 HS512
-	}
-}`,
-		`oauth2_jwt {
-	provider env {
-		issuer {env.ISSUER}
-		audience {env.AUD} fixed
-		jwks_uri {env.JWKS}
-	}
-}`,
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t\tleeway -5s\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t\talgorithms none\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer http://a.example.com\n\t\taudience api\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t\trefresh_interval 2h\n\t\tmax_stale 2h\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api \"\"\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t}\n\tprovider b {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t}\n}",
-		"oauth2_jwt {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t}\n\tmax_token_size 0\n\tmissing_token_status 403\n}",
-		"oauth2_jwt {\n\tprovider {\n\t\tissuer x {\n\t\t}\n\t}\n\trealm x {\n\t}\n}",
-		"oauth2_jwt /api/* {\n\tprovider a {\n\t\tissuer https://a.example.com\n\t\taudience api\n\t}\n}",
 		"oauth2_jwt {\n\tprovider a {}\n}",
+		"oauth2_jwt {\n\tprovider {\n\t\tissuer x {\n\t\t}\n\t}\n\trealm x {\n\t}\n}",
 		"oauth2_jwt {\n\tprovider a {\n\t\timport snippet\n\t}\n}",
 		"oauth2_jwt {\n\tprovider a {\n\t\tissuer <<EOF\n\t\thttps://a.example.com\n\t\tEOF\n\t\taudience api\n\t}\n}",
-	}
-	for _, s := range seeds {
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, input string) {
@@ -111,4 +70,41 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// goldenDirectives returns the oauth2_jwt directives of the Caddyfiles in
+// adaptGoldenDir: from the line starting with oauth2_jwt to the line that
+// closes its block.
+func goldenDirectives(tb testing.TB) []string {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join(adaptGoldenDir, "*.caddyfiletest"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []string
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		caddyfileText, _, _ := strings.Cut(winNewlines.ReplaceAllString(string(data), "\n"), "----------")
+		var block []string
+		depth := 0
+		for _, line := range strings.Split(caddyfileText, "\n") {
+			trimmed := strings.TrimSpace(line)
+			if block == nil && !strings.HasPrefix(trimmed, "oauth2_jwt") {
+				continue
+			}
+			block = append(block, trimmed)
+			depth += strings.Count(trimmed, "{") - strings.Count(trimmed, "}")
+			if depth <= 0 {
+				out = append(out, strings.Join(block, "\n"))
+				block, depth = nil, 0
+			}
+		}
+	}
+	if len(out) == 0 {
+		tb.Fatalf("no oauth2_jwt directive in %s", adaptGoldenDir)
+	}
+	return out
 }

@@ -40,12 +40,18 @@ func asJSON(v any) string {
 	return string(b)
 }
 
-func TestUnmarshalCaddyfile(t *testing.T) {
-	tests := []struct {
-		name  string
-		input string
-		want  *Handler
-	}{
+// caddyfileCase is a directive the parser accepts and the handler it
+// must produce.
+type caddyfileCase struct {
+	name  string
+	input string
+	want  *Handler
+}
+
+// caddyfileCases is the table of TestUnmarshalCaddyfile (also seeds of
+// FuzzUnmarshalCaddyfile).
+func caddyfileCases() []caddyfileCase {
+	return []caddyfileCase{
 		{
 			name: "minimal provider",
 			input: `oauth2_jwt {
@@ -352,7 +358,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}},
 		},
 	}
-	for _, tc := range tests {
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range caddyfileCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseTestCaddyfile(tc.input)
 			if err != nil {
@@ -400,7 +409,18 @@ func TestUnmarshalCaddyfileLeewayZero(t *testing.T) {
 
 var lineRef = regexp.MustCompile(`, at Testfile:(\d+)`)
 
-func TestUnmarshalCaddyfileErrors(t *testing.T) {
+// caddyfileErrorCase is a directive the parser refuses, with a substring
+// of the error and the line it must point at.
+type caddyfileErrorCase struct {
+	name    string
+	input   string
+	wantErr string
+	line    int // expected ", at Testfile:<line>"; 0: any line
+}
+
+// caddyfileErrorCases is the table of TestUnmarshalCaddyfileErrors (also
+// seeds of FuzzUnmarshalCaddyfile).
+func caddyfileErrorCases() []caddyfileErrorCase {
 	// provider wraps provider block lines (starting at line 3) into a full
 	// directive: line 1 `oauth2_jwt {`, line 2 `provider a {`.
 	provider := func(lines ...string) string {
@@ -415,12 +435,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 			strings.Join(lines, "\n\t") + "\n}"
 	}
 
-	tests := []struct {
-		name    string
-		input   string
-		wantErr string
-		line    int // expected ", at Testfile:<line>"; 0: any line
-	}{
+	return []caddyfileErrorCase{
 		// Unknown options.
 		{"unknown option", global("frobnicate yes"), `unrecognized oauth2_jwt option "frobnicate"`, 6},
 		{"unknown provider option", provider(iss, "audiance api"), `provider "a": unrecognized option "audiance"`, 4},
@@ -541,7 +556,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"missing issuer next to a placeholder audience", provider("audience {env.OAUTH2JWT_TEST_AUD}"), `provider "a": issuer: required`, 2},
 		{"missing audience next to a placeholder issuer", provider("issuer {env.OAUTH2JWT_TEST_ISSUER}"), `provider "a": audience: at least one is required`, 2},
 	}
-	for _, tc := range tests {
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	for _, tc := range caddyfileErrorCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseTestCaddyfile(tc.input)
 			if err == nil {

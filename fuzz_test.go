@@ -2,21 +2,14 @@ package oauth2jwt
 
 import (
 	"bytes"
-	"compress/flate"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	stdjson "encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -44,59 +37,22 @@ import (
 //
 //	go test -run '^$' -fuzz '^FuzzVerify$' -fuzztime 30m .
 //
-// Regression inputs live in testdata/fuzz/<FuzzName>/.
+// Regression inputs live in testdata/fuzz/<FuzzName>/. Their tokens are
+// signed with the fixed keys of testdata/keys (fixedKey), so they stay
+// valid from one run to the next.
 
-// Fixed keys, so that the tokens in testdata/fuzz stay validly signed from
-// one run to the next. Test material only: never use these keys elsewhere.
-const fuzzRSAKeyPEM = `-----BEGIN PRIVATE KEY-----
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDLa/PVTkiU7P7f
-putk+4nCKK4s4vnrgxrAW/+qYbXlCwsB3CM/pl5bIkRA97vOnSJBOrvcyeb/7Kpb
-tyONWbKZ+eev+pbYjNQMm8mYHR8s3BhAWnPJWOSpSxB9EmMJoCgf1mYTxiKcDn6M
-Xj1WtjR1CeBCkEQkptJPyvKSFVrncAOqc17NI0mxRpq6jzA48+T48iKlos1NhQ06
-vPR+thlo9MyPTy4jC6YmMbN/oA2+Vki85dLREiU7pogMN0slBFBz6iMwrc+5jbg5
-fdVmn8LjYzk3OWAL3TepjMiep2rOxULJUfgRiDavyE4yatpOzdET7D/cPF7cwHAa
-GRszC4LzAgMBAAECggEAPQa0zuA+XBdBWz1LTy87I7lqj2LEkUfypZSz/Zx0ojMO
-6U7ucDDsC7EbAtaPTCvN0/3X0CPuHgcVEJC/pK8tKo5TWHL4AB03nFS8RNsvuBiL
-WfsI03XMm5E+cBctCP04LFz4oKQHTAP5KQk4o6Pj1tzQn4eCOfCmFXQQE40+iUGC
-vE4IwhDUK5/b69eQveVC+0uCW379AzgpJZBSm6jiHbuShhx8qNbeXyeWA2Dn10Yv
-exig6uZAb6J4Jxmt11X3Lv1eI1Pmo1dKWKy/TbupmRqFkA9tliVGcAY9X5YL57D8
-860KXJIPD9mKes5xRJpyoRpacKlECNhAXjw5Z5OXIQKBgQDL1w68FR1x0lRb24ls
-WX3jf5uyBPMpEPgCrvmOk+M5t1Xt93b3W1hD1ArFl+qb7Yswe6wyXCy2p+vNbexY
-SK0Pfd0vSP3CivlU/FXNw1jNxQl6Hpz39oEB2kwLgGA0NEom23XkekdVMWM1oMNK
-YYRYLhw+CheNfJL0PQb2Z5ud0QKBgQD/eXz4ciIRrUjxfjhlINZ9odNddg1ETBvB
-nt8d8Gc4uKs5Cf82xpz1rQYqw6skcbqWcp/Mz6/27mt5iJA7isTG8dnK8iSPqMRO
-0qipX+vpldOz5AiS+qtoU3TNqCYfDWp/1A2Aq5ltJ6tP9Fo7NrA6hXj7khyhvpme
-NLFGP1jxgwKBgQC9C1pS/JIuOY6bEmPE5Mpn7rUKyKRq9Z3Nf1Fa9bTKlklPRS5E
-Aac+YK0My/N9YTSxZkExA2NEkz+RadzDk8NMlsJHVD5j6leKhetdxUnarF45r6KM
-JUVH3pigIhMW11fd6bLQjscRL5h+5/W2SfJfhYQT1XA6e8oeUWrfov8jwQKBgEpz
-gjr5L/qM0HQoP5EhJ8EHFwzmqWkc8P3VKdqUw9Ag6S0/P5Qb/4QNP33Y9hgx2Jmd
-n/pVEEfbJZEOflIL19rOgpUFSihfm44JEEQEA0FYe5CyRNlomelWYPTKKwnjpATK
-rICyAY1xARjU8jLNdkAnw6E07IkqfaRAYOVC8s23AoGAefcG6r4biMhd8fFC7G5M
-ebJQGhN6PdRovoHHp7Y5SL0Z8pHOW8VQZue++ByZgyMGLvA2wVbkFcjv9/rLWdHy
-nnCC4tJHsBmOCp5YVlVch700AAzPwBwT5MtmaDG8rX4ARkSxE/ZlppT6dYWduJwE
-xp2qNNT6A6M7n4HHLzvmOhA=
------END PRIVATE KEY-----
-`
-
-const fuzzECKeyPEM = `-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgg0K9TCmhHoun5rFG
-pb2oDS4/PrO+FvX4eiZ16gsg10mhRANCAASnH9QatCKqfcqDMgf5EljXOd8xDI0D
-uY+NyyX4dUOyqlxvsyDGrodcrLuMUDBJvp7gEnj8GqFNUOWp3gYHZPp8
------END PRIVATE KEY-----
-`
-
+// The fuzzed handler's fixed world: providers read from jwks_files, a
+// fixed clock, and the fixed keys. Beside asym and hmac, the providers
+// rs-only, at and mixed mirror those of the attack fixture, so that every
+// attack table built for this world aims at the set-up it was written for.
 const (
-	fuzzEd25519SeedHex = "8050286a510d84e7936f95d3bdf33cac658ed8091c8fb8a5c9baab1697f63164"
-	fuzzHMACSecretHex  = "f20ed93dc753d49ea9af50a55ca5522ea8d76c8a56614d87ecc36d94ab4e4318"
-)
-
-// The fuzzed handler's fixed world: two providers read from jwks_files, a
-// fixed clock, and the keys above.
-const (
-	fuzzAsymIssuer = "https://idp.example/asym"
-	fuzzHMACIssuer = "https://idp.example/hmac"
-	fuzzAudience   = "api://fuzz"
-	fuzzLeeway     = 60 * time.Second
+	fuzzAsymIssuer   = "https://idp.example/asym"
+	fuzzHMACIssuer   = "https://idp.example/hmac"
+	fuzzRSOnlyIssuer = "https://idp.example/rs-only"
+	fuzzATIssuer     = "https://idp.example/at"
+	fuzzMixedIssuer  = "https://idp.example/mixed"
+	fuzzAudience     = "api://fuzz"
+	fuzzLeeway       = 60 * time.Second
 	// fuzzVerifyTimeout bounds one ServeHTTP call. Verification with local
 	// keys takes microseconds to milliseconds; this only catches hangs.
 	fuzzVerifyTimeout = 5 * time.Second
@@ -105,179 +61,96 @@ const (
 // fuzzNow is the fuzzed handler's clock: 2026-01-01T00:00:00Z.
 var fuzzNow = time.Unix(1767225600, 0)
 
-// fuzzKeys are the fixed test keys, as testKeys (which sign) and as the
-// public halves an independent oracle verifies with.
+// fuzzKeys are the fixed test keys the fuzzed handler trusts.
 type fuzzKeys struct {
-	rsa, rsaNoKid, ec, ed, hmac *testKey
-	rsaPubPEM, ecPubPEM         []byte // PKIX PEM of the public keys (HMAC confusion)
-	rsaPubDER                   []byte
-	rsaPubJWK                   []byte // the public JWK JSON as published
+	rsa, ec, ed, hmac *testKey
 }
 
 func loadFuzzKeys(tb testing.TB) *fuzzKeys {
 	tb.Helper()
-	parse := func(p string) crypto.Signer {
-		block, _ := pem.Decode([]byte(p))
-		if block == nil {
-			tb.Fatal("fuzz key: bad PEM")
-		}
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return k.(crypto.Signer)
+	return &fuzzKeys{
+		rsa:  fixedKey(tb, "rsa-1", jose.RS256),
+		ec:   fixedKey(tb, "ec-1", jose.ES256),
+		ed:   fixedKey(tb, "ed-1", jose.EdDSA),
+		hmac: fixedKey(tb, "hmac-1", jose.HS256),
 	}
-	unhex := func(s string) []byte {
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return b
-	}
-	rsaPriv := parse(fuzzRSAKeyPEM)
-	k := &fuzzKeys{
-		rsa:      &testKey{kid: "rsa-1", alg: jose.RS256, priv: rsaPriv},
-		rsaNoKid: &testKey{alg: jose.RS256, priv: rsaPriv},
-		ec:       &testKey{kid: "ec-1", alg: jose.ES256, priv: parse(fuzzECKeyPEM)},
-		ed:       &testKey{kid: "ed-1", alg: jose.EdDSA, priv: ed25519.NewKeyFromSeed(unhex(fuzzEd25519SeedHex))},
-		hmac:     &testKey{kid: "hmac-1", alg: jose.HS256, hmac: unhex(fuzzHMACSecretHex)},
-	}
-	der, err := x509.MarshalPKIXPublicKey(rsaPriv.Public())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	k.rsaPubDER = der
-	k.rsaPubPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	ecDER, err := x509.MarshalPKIXPublicKey(k.ec.priv.Public())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	k.ecPubPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: ecDER})
-	pub := k.rsa.public()
-	if k.rsaPubJWK, err = pub.MarshalJSON(); err != nil {
-		tb.Fatal(err)
-	}
-	return k
 }
 
 // fuzzProvider is what the oracle knows about one configured provider.
 type fuzzProvider struct {
-	issuer string
-	algs   []jose.SignatureAlgorithm
-	keys   []any // verification keys
+	issuer     string
+	algs       []jose.SignatureAlgorithm
+	keys       []any // verification keys
+	requireTyp bool  // require_typ at+jwt (RFC 9068)
 }
 
 type fuzzEnv struct {
 	h         *Handler
 	keys      *fuzzKeys
 	providers map[string]fuzzProvider // by provider name
+	world     *attackFixture          // the attack tables' view of this world
 }
 
-// newFuzzEnv writes the two JWK Sets to a temporary directory and
-// provisions a handler on them with the fixed clock.
+// newFuzzEnv writes the JWK Sets to a temporary directory and provisions a
+// handler on them with the fixed clock.
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	tb.Helper()
 	k := loadFuzzKeys(tb)
 	dir := tb.TempDir()
-	writeSet := func(name string, keys ...jose.JSONWebKey) string {
-		data, err := stdjson.Marshal(jose.JSONWebKeySet{Keys: keys})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			tb.Fatal(err)
-		}
-		return path
-	}
 	ecPub := k.ec.public()
 	ecPub.Algorithm = "" // bound to ES256 by its curve alone
 	edPub := k.ed.public()
 	edPub.Use = ""
-	asymFile := writeSet("asym.json", k.rsa.public(), ecPub, edPub)
-	hmacFile := writeSet("hmac.json", k.hmac.public())
+	asymFile := writeJWKSFile(tb, dir, "asym.json", k.rsa.public(), ecPub, edPub)
+	hmacFile := writeJWKSFile(tb, dir, "hmac.json", k.hmac.public())
+	mixedFile := writeJWKSFile(tb, dir, "mixed.json",
+		jose.JSONWebKey{Key: k.rsa.priv.Public(), KeyID: k.rsa.kid, Use: "sig"}, k.hmac.public())
 
 	leeway := caddy.Duration(fuzzLeeway)
+	asymAlgs := []string{"RS256", "ES256", "EdDSA"}
 	h := provisionHandler(tb, &Handler{Providers: map[string]*Provider{
 		"asym": {Issuer: fuzzAsymIssuer, Audiences: []string{fuzzAudience}, JWKSFile: asymFile,
-			Algorithms: []string{"RS256", "ES256", "EdDSA"}, Leeway: &leeway},
+			Algorithms: asymAlgs, Leeway: &leeway},
+		"rs-only": {Issuer: fuzzRSOnlyIssuer, Audiences: []string{fuzzAudience}, JWKSFile: asymFile,
+			Algorithms: []string{"RS256"}, Leeway: &leeway},
+		"at": {Issuer: fuzzATIssuer, Audiences: []string{fuzzAudience}, JWKSFile: asymFile,
+			Algorithms: asymAlgs, Leeway: &leeway, RequireTyp: "at+jwt"},
 		"hmac": {Issuer: fuzzHMACIssuer, Audiences: []string{fuzzAudience}, JWKSFile: hmacFile,
 			Algorithms: []string{"HS256"}, Leeway: &leeway},
+		"mixed": {Issuer: fuzzMixedIssuer, Audiences: []string{fuzzAudience}, JWKSFile: mixedFile,
+			Algorithms: []string{"HS256", "RS256"}, Leeway: &leeway},
 	}})
 	h.verifier.now = func() time.Time { return fuzzNow }
 	h.obs.logger = zap.NewNop() // a debug line per rejected input would dominate the run
-	return &fuzzEnv{h: h, keys: k, providers: map[string]fuzzProvider{
-		"asym": {issuer: fuzzAsymIssuer, algs: []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA},
-			keys: []any{k.rsa.priv.Public(), k.ec.priv.Public(), k.ed.priv.Public()}},
-		"hmac": {issuer: fuzzHMACIssuer, algs: []jose.SignatureAlgorithm{jose.HS256},
-			keys: []any{k.hmac.hmac}},
-	}}
+	return &fuzzEnv{h: h, keys: k, world: fuzzWorld(k, h, dir, "file://"+asymFile), providers: fuzzProviders(k)}
 }
 
-// fuzzClaims returns claims valid at fuzzNow for iss, with changes applied
-// (a nil value deletes the claim).
-func fuzzClaims(iss string, changes map[string]any) map[string]any {
-	c := map[string]any{
-		"iss": iss,
-		"aud": fuzzAudience,
-		"sub": "user-1",
-		"iat": fuzzNow.Add(-time.Minute).Unix(),
-		"nbf": fuzzNow.Add(-time.Minute).Unix(),
-		"exp": fuzzNow.Add(time.Hour).Unix(),
+// fuzzProviders is the oracle's copy of newFuzzEnv's configuration.
+func fuzzProviders(k *fuzzKeys) map[string]fuzzProvider {
+	asymAlgs := []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA}
+	asymKeys := []any{k.rsa.priv.Public(), k.ec.priv.Public(), k.ed.priv.Public()}
+	return map[string]fuzzProvider{
+		"asym":    {issuer: fuzzAsymIssuer, algs: asymAlgs, keys: asymKeys},
+		"rs-only": {issuer: fuzzRSOnlyIssuer, algs: []jose.SignatureAlgorithm{jose.RS256}, keys: asymKeys},
+		"at":      {issuer: fuzzATIssuer, algs: asymAlgs, keys: asymKeys, requireTyp: true},
+		"hmac":    {issuer: fuzzHMACIssuer, algs: []jose.SignatureAlgorithm{jose.HS256}, keys: []any{k.hmac.hmac}},
+		"mixed": {issuer: fuzzMixedIssuer, algs: []jose.SignatureAlgorithm{jose.HS256, jose.RS256},
+			keys: []any{k.rsa.priv.Public(), k.hmac.hmac}},
 	}
-	for name, v := range changes {
-		if v == nil {
-			delete(c, name)
-			continue
-		}
-		c[name] = v
-	}
-	return c
 }
 
-// fuzzClaimsJSON is fuzzClaims as JSON text.
-func fuzzClaimsJSON(iss string) string {
-	b, _ := stdjson.Marshal(fuzzClaims(iss, nil))
-	return string(b)
-}
-
-func fuzzB64(s []byte) string { return base64.RawURLEncoding.EncodeToString(s) }
-
-// fuzzRawJWS signs header and payload JSON exactly as given (duplicate
-// members, crit, ... included) and returns the compact serialization.
-// key: *rsa.PrivateKey (RS256), *ecdsa.PrivateKey (ES256, P-256),
-// ed25519.PrivateKey (EdDSA), []byte (HS256), nil (no signature).
-func fuzzRawJWS(tb testing.TB, header, payload string, key any) string {
-	tb.Helper()
-	input := fuzzB64([]byte(header)) + "." + fuzzB64([]byte(payload))
-	digest := sha256.Sum256([]byte(input))
-	var sig []byte
-	var err error
-	switch k := key.(type) {
-	case nil:
-	case *rsa.PrivateKey:
-		sig, err = rsa.SignPKCS1v15(nil, k, crypto.SHA256, digest[:])
-	case *ecdsa.PrivateKey:
-		var r, s *big.Int
-		r, s, err = ecdsa.Sign(rand.Reader, k, digest[:])
-		if err == nil {
-			sig = make([]byte, 64)
-			r.FillBytes(sig[:32])
-			s.FillBytes(sig[32:])
-		}
-	case ed25519.PrivateKey:
-		sig = ed25519.Sign(k, []byte(input))
-	case []byte:
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte(input))
-		sig = m.Sum(nil)
-	default:
-		tb.Fatalf("fuzzRawJWS: key type %T", key)
+// fuzzWorld is the fuzzed handler h seen as an attack fixture, so that
+// the attack tables build their tokens with its keys, issuers, audience
+// and clock (asym stands for the fixture's main provider).
+func fuzzWorld(k *fuzzKeys, h *Handler, dir, jwksURL string) *attackFixture {
+	return &attackFixture{
+		h: h, dir: dir,
+		rsa: k.rsa, ec: k.ec, ed: k.ed, hs: k.hmac,
+		iss: fuzzAsymIssuer, rsOnlyIss: fuzzRSOnlyIssuer, atIss: fuzzATIssuer,
+		hmacIss: fuzzHMACIssuer, mixedIss: fuzzMixedIssuer,
+		aud: fuzzAudience, jwksURL: jwksURL, now: fuzzNow,
+		leeway: caddy.Duration(fuzzLeeway),
 	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return input + "." + fuzzB64(sig)
 }
 
 // fuzzHeaderForms turn the fuzzed token into the request's Authorization
@@ -296,36 +169,14 @@ var fuzzHeaderForms = []func(tok string) []string{
 	func(tok string) []string { return []string{"Basic " + tok} },
 }
 
-// fuzzOutcome is what one request through the handler produced.
-type fuzzOutcome struct {
-	status int
-	err    error
-	header http.Header
-	next   *http.Request // the request next saw; nil when next was not called
-}
-
-// serve runs one request through the handler as Caddy's server would. It
-// does not use the testing.T, so that it may run on another goroutine.
-func (e *fuzzEnv) serve(req *http.Request) fuzzOutcome {
-	repl := caddy.NewReplacer()
-	w := httptest.NewRecorder()
-	req = caddyhttp.PrepareRequest(req, repl, w, nil)
-	out := fuzzOutcome{status: http.StatusOK}
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		out.next = r
-		return nil
-	})
-	out.err = e.h.ServeHTTP(w, req, next)
-	out.header = w.Header()
-	if out.err != nil {
-		var he caddyhttp.HandlerError
-		if errors.As(out.err, &he) {
-			out.status = he.StatusCode
-		} else {
-			out.status = -1
-		}
+// fuzzRequest is the request FuzzVerify sends: the token in the query
+// string (where it must be ignored) and the Authorization header authz.
+func fuzzRequest(token string, authz []string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/api?access_token="+url.QueryEscape(token), nil)
+	if authz != nil {
+		req.Header["Authorization"] = authz
 	}
-	return out
+	return req
 }
 
 // fuzzBearerRE is the RFC 6750 section 2.1 credentials syntax (the
@@ -339,7 +190,7 @@ var fuzzCompactRE = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z
 // checkAccepted is the oracle for an accepted request: it re-derives,
 // without the module's code, that the token was one the module may accept.
 // It returns why not, or "".
-func (e *fuzzEnv) checkAccepted(authz []string, out fuzzOutcome) string {
+func (e *fuzzEnv) checkAccepted(authz []string, out result) string {
 	if len(authz) != 1 {
 		return fmt.Sprintf("accepted with %d Authorization headers", len(authz))
 	}
@@ -351,7 +202,7 @@ func (e *fuzzEnv) checkAccepted(authz []string, out fuzzOutcome) string {
 	if !fuzzCompactRE.MatchString(tok) {
 		return fmt.Sprintf("accepted a token that is not three unpadded base64url segments: %q", tok)
 	}
-	claims, ok := ClaimsFromRequest(out.next)
+	claims, ok := ClaimsFromRequest(out.nextSeen)
 	if !ok {
 		return "accepted, but next saw no verified claims"
 	}
@@ -452,6 +303,29 @@ func (e *fuzzEnv) checkAccepted(authz []string, out fuzzOutcome) string {
 	if !audOK {
 		return fmt.Sprintf("accepted aud %s", top["aud"])
 	}
+	if p.requireTyp {
+		return checkAccessToken(hdr, top)
+	}
+	return ""
+}
+
+// checkAccessToken is the oracle's RFC 9068 check for a provider with
+// require_typ at+jwt: typ at+jwt or application/at+jwt in any case, and
+// sub, client_id and jti strings and iat a number.
+func checkAccessToken(hdr map[string]any, top map[string]json.RawMessage) string {
+	typ, _ := hdr["typ"].(string)
+	if !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
+		return fmt.Sprintf("accepted typ %q where at+jwt is required", hdr["typ"])
+	}
+	for _, name := range []string{"sub", "client_id", "jti"} {
+		var s string
+		if err := json.Unmarshal(top[name], &s); err != nil {
+			return fmt.Sprintf("accepted an access token whose %s is %s", name, top[name])
+		}
+	}
+	if _, err := strconv.ParseFloat(string(top["iat"]), 64); err != nil {
+		return fmt.Sprintf("accepted an access token whose iat is %s", top["iat"])
+	}
 	return ""
 }
 
@@ -460,25 +334,45 @@ func (e *fuzzEnv) checkAccepted(authz []string, out fuzzOutcome) string {
 // call returns within fuzzVerifyTimeout; the answer is 200, 400 or 401 with
 // a Bearer challenge; and a token is accepted only when checkAccepted, which
 // re-verifies the signature with go-jose against the test keys, agrees.
+//
+// The seeds are the tokens of every attack table (allAttackCases), built
+// for this handler's world, and a valid token in every header form. A
+// token refused for its algorithm or its kid is refused before its
+// signature is read, so of those one seed per header and payload is kept
+// (the HMAC confusion table alone has a hundred that differ only in the
+// signature): each seed costs time at the start of every fuzzing run.
 func FuzzVerify(f *testing.F) {
 	e := newFuzzEnv(f)
-	for _, tok := range fuzzVerifySeeds(f, e.keys) {
+	seen := map[string]bool{}
+	for _, tc := range allAttackCases(f, e.world) {
+		if tc.auth != nil {
+			continue
+		}
+		key := tc.token
+		if i := strings.LastIndexByte(key, '.'); i >= 0 && (tc.code == "bad_algorithm" || tc.code == "unknown_key") {
+			key = key[:i]
+		}
+		if !seen[key] {
+			seen[key] = true
+			f.Add(tc.token, uint8(0))
+		}
+	}
+	for _, tok := range fuzzVerifyExtraSeeds(f, e.world) {
 		f.Add(tok, uint8(0))
 	}
-	valid := e.keys.rsa.sign(f, fuzzClaims(fuzzAsymIssuer, nil), nil)
+	valid := e.keys.rsa.sign(f, e.world.claims(fuzzAsymIssuer), nil)
 	for form := range fuzzHeaderForms {
 		f.Add(valid, uint8(form))
 	}
 	f.Fuzz(func(t *testing.T, token string, form uint8) {
 		authz := fuzzHeaderForms[int(form)%len(fuzzHeaderForms)](token)
-		// The token is also in the query string, where it must be ignored.
-		req := httptest.NewRequest(http.MethodGet, "http://example.test/api?access_token="+url.QueryEscape(token), nil)
-		if authz != nil {
-			req.Header["Authorization"] = authz
-		}
-		done := make(chan fuzzOutcome, 1)
-		go func() { done <- e.serve(req) }()
-		var out fuzzOutcome
+		req := fuzzRequest(token, authz)
+		done := make(chan result, 1)
+		go func() {
+			out, _ := serveRequest(e.h, req) // an error leaves status -1, refused below
+			done <- out
+		}()
+		var out result
 		select {
 		case out = <-done:
 		case <-time.After(fuzzVerifyTimeout):
@@ -486,14 +380,14 @@ func FuzzVerify(f *testing.F) {
 		}
 		switch out.status {
 		case http.StatusOK:
-			if out.next == nil {
+			if out.nextSeen == nil {
 				t.Fatal("status 200 but next was not called")
 			}
 			if why := e.checkAccepted(authz, out); why != "" {
 				t.Fatalf("token wrongly accepted: %s\nAuthorization: %q", why, authz)
 			}
 		case http.StatusBadRequest, http.StatusUnauthorized:
-			if out.next != nil {
+			if out.nextSeen != nil {
 				t.Fatalf("status %d but next was called", out.status)
 			}
 			if !strings.HasPrefix(out.header.Get("WWW-Authenticate"), "Bearer") {
@@ -505,209 +399,34 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// fuzzVerifySeeds are valid tokens of every algorithm and the hostile
-// tokens of issue 3, built with the fixed keys.
-func fuzzVerifySeeds(tb testing.TB, k *fuzzKeys) []string {
+// fuzzVerifyExtraSeeds are shapes no attack table holds: empty and
+// trivial tokens, and JSON with white space around the objects.
+func fuzzVerifyExtraSeeds(tb testing.TB, w *attackFixture) []string {
 	tb.Helper()
-	asym := fuzzClaims(fuzzAsymIssuer, nil)
-	claims := fuzzClaimsJSON(fuzzAsymIssuer)
-	hclaims := fuzzClaimsJSON(fuzzHMACIssuer)
-	rsaPriv := k.rsa.priv.(*rsa.PrivateKey)
-	ecPriv := k.ec.priv.(*ecdsa.PrivateKey)
-	edPriv := k.ed.priv.(ed25519.PrivateKey)
-	rsaHdr := `{"alg":"RS256","kid":"rsa-1","typ":"JWT"}`
-	valid := k.rsa.sign(tb, asym, nil)
-	validParts := strings.Split(valid, ".")
-	signedWith := func(changes map[string]any) string {
-		return k.rsa.sign(tb, fuzzClaims(fuzzAsymIssuer, changes), nil)
-	}
-
-	seeds := []string{
-		// Valid, one per algorithm and provider.
-		valid,
-		k.rsaNoKid.sign(tb, asym, nil),
-		k.ec.sign(tb, asym, nil),
-		k.ed.sign(tb, asym, nil),
-		k.hmac.sign(tb, fuzzClaims(fuzzHMACIssuer, nil), nil),
-		signedWith(map[string]any{"aud": []string{"other", fuzzAudience}}),
-		k.rsa.sign(tb, asym, map[jose.HeaderKey]any{"typ": "at+jwt"}),
-		fuzzRawJWS(tb, rsaHdr, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"ES256","kid":"ec-1"}`, claims, ecPriv),
-		fuzzRawJWS(tb, `{"alg":"EdDSA"}`, claims, edPriv),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"hmac-1"}`, hclaims, k.hmac.hmac),
-
-		// alg none and unsigned tokens.
-		fuzzRawJWS(tb, `{"alg":"none"}`, claims, nil),
-		fuzzRawJWS(tb, `{"alg":"none"}`, claims, nil) + "AAAA",
-		fuzzRawJWS(tb, `{"alg":"None","kid":"rsa-1"}`, claims, nil) + "AAAA",
-		fuzzRawJWS(tb, `{"alg":"NONE"}`, claims, nil) + "AAAA",
-		fuzzRawJWS(tb, `{"alg":""}`, claims, nil) + "AAAA",
-		fuzzRawJWS(tb, `{"typ":"JWT"}`, claims, nil) + "AAAA",
-		validParts[0] + "." + validParts[1] + ".",
-		validParts[0] + "." + validParts[1],
-
-		// HMAC confusion: HS256 keyed with the public keys.
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"rsa-1"}`, claims, k.rsaPubPEM),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"rsa-1"}`, claims, k.rsaPubDER),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"rsa-1"}`, claims, k.rsaPubJWK),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"rsa-1"}`, claims, rsaPriv.N.Bytes()),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"ec-1"}`, claims, k.ecPubPEM),
-		fuzzRawJWS(tb, `{"alg":"HS256"}`, claims, k.rsaPubPEM),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"hmac-1"}`, hclaims, k.rsaPubPEM),
-		fuzzRawJWS(tb, `{"alg":"HS256","kid":"hmac-1"}`, claims, k.hmac.hmac),
-
-		// alg not matching the key, alg outside the allow-list.
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"ec-1"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"ES256","kid":"rsa-1"}`, claims, ecPriv),
-		fuzzRawJWS(tb, `{"alg":"ES384","kid":"ec-1"}`, claims, ecPriv),
-		fuzzRawJWS(tb, `{"alg":"EdDSA","kid":"rsa-1"}`, claims, edPriv),
-		(&testKey{kid: "rsa-1", alg: jose.PS256, priv: rsaPriv}).sign(tb, asym, nil),
-
-		// Forbidden header members, validly signed.
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","crit":["exp"],"exp":1}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","crit":[]}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","crit":["b64"],"b64":false}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","b64":false}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","zip":"DEF"}`, string(fuzzDeflate(tb, claims)), rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","zip":"DEF"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","cty":"JWT"}`, valid, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","cty":"jwt"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","cty":"application/JWT"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","cty":7}`, claims, rsaPriv),
-
-		// Embedded keys and key URLs: an attacker's key, its JWK embedded.
-		fuzzEmbeddedKeyToken(tb, claims),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1","jku":"http://127.0.0.1:1/jwks","x5u":"http://127.0.0.1:1/x"}`, claims, rsaPriv),
-
-		// kid tricks.
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"../../../../dev/zero"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"' OR 1=1 --"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"`+strings.Repeat("k", 10<<10)+`"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"rsa-1\n\u0000\u001b[31m"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","kid":"RSA-1"}`, claims, rsaPriv),
-
-		// JWE, JSON serializations, several signatures.
-		fuzzB64([]byte(`{"alg":"RSA-OAEP","enc":"A256GCM","kid":"rsa-1"}`)) + ".AAAA.AAAAAAAAAAAAAAAA.AAAA.AAAAAAAAAAAAAAAAAAAAAA",
-		fuzzB64([]byte(`{"alg":"dir","enc":"A128GCM"}`)) + ".." + validParts[1] + ".." + validParts[2],
-		`{"payload":"` + validParts[1] + `","protected":"` + validParts[0] + `","signature":"` + validParts[2] + `"}`,
-		`{"payload":"` + validParts[1] + `","signatures":[{"protected":"` + validParts[0] + `","signature":"` + validParts[2] + `"},{"protected":"` + validParts[0] + `","signature":"` + validParts[2] + `"}]}`,
-		valid + "." + validParts[2],
-
-		// Duplicate members, validly signed.
-		fuzzRawJWS(tb, `{"alg":"none","alg":"RS256","kid":"rsa-1"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, `{"alg":"RS256","alg":"HS256","kid":"rsa-1"}`, claims, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `{"iss":"`+fuzzAsymIssuer+`","aud":"`+fuzzAudience+`","exp":1000,"exp":1867225600}`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `{"iss":"https://evil.example","iss":"`+fuzzAsymIssuer+`","aud":"`+fuzzAudience+`","exp":1867225600}`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `{"iss":"`+fuzzAsymIssuer+`","aud":"other","aud":"`+fuzzAudience+`","exp":1867225600}`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `{"iss":"`+fuzzAsymIssuer+`","aud":"`+fuzzAudience+`","exp":1000,"EXP":1867225600}`, rsaPriv),
-
-		// Malformed encodings.
-		valid + "=",
-		validParts[0] + "==." + validParts[1] + "." + validParts[2],
-		validParts[0] + "." + validParts[1] + "=." + validParts[2],
-		base64.URLEncoding.EncodeToString([]byte(rsaHdr)) + "." + validParts[1] + "." + validParts[2],
-		strings.ReplaceAll(valid, "-", "+"),
-		validParts[0][:10] + " " + validParts[0][10:] + "." + validParts[1] + "." + validParts[2],
-		validParts[0] + "\n." + validParts[1] + "." + validParts[2],
-		validParts[0] + "." + validParts[1][:20] + "\r\n" + validParts[1][20:] + "." + validParts[2],
-		valid + "garbage!",
-		valid + ".",
-		"." + valid,
-		validParts[0] + ".." + validParts[1] + "." + validParts[2],
-		fuzzRawJWS(tb, `"RS256"`, claims, rsaPriv),
-		fuzzRawJWS(tb, `[]`, claims, rsaPriv),
-		fuzzRawJWS(tb, `null`, claims, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `null`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `[1,2]`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, `"claims"`, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, claims+` `, rsaPriv),
-		fuzzRawJWS(tb, rsaHdr, claims+`{}`, rsaPriv),
-		fuzzRawJWS(tb, ` `+rsaHdr, claims, rsaPriv),
-		strings.Repeat(".", 4096),
-		strings.Repeat("e30.", 3000) + "e30",
-		strings.Repeat("A", 17000) + "." + validParts[1] + "." + validParts[2],
+	rs := w.rsa.signer(tb)
+	h0 := hdr(tb, "RS256", w.rsa.kid, nil)
+	claims := w.payload(tb, w.iss, nil)
+	return []string{
 		"",
-		"e30.e30.e30",
 		"a.b.c",
-
-		// Claim type confusion and time edges, validly signed.
-		signedWith(map[string]any{"aud": 42}),
-		signedWith(map[string]any{"aud": map[string]any{"x": fuzzAudience}}),
-		signedWith(map[string]any{"aud": []any{fuzzAudience, 1}}),
-		signedWith(map[string]any{"aud": []any{}}),
-		signedWith(map[string]any{"exp": strconv.FormatInt(fuzzNow.Add(time.Hour).Unix(), 10)}),
-		signedWith(map[string]any{"exp": -1}),
-		signedWith(map[string]any{"exp": 1e300}),
-		signedWith(map[string]any{"exp": stdjson.Number("9223372036854775808")}),
-		signedWith(map[string]any{"exp": float64(fuzzNow.Unix()) + 0.5}),
-		signedWith(map[string]any{"nbf": "0"}),
-		signedWith(map[string]any{"iat": true}),
-		signedWith(map[string]any{"iss": fuzzAsymIssuer + "/"}),
-		signedWith(map[string]any{"iss": strings.ToUpper(fuzzAsymIssuer)}),
-		signedWith(map[string]any{"iss": " " + fuzzAsymIssuer}),
-		signedWith(map[string]any{"iss": fuzzHMACIssuer}),
-		signedWith(map[string]any{"iss": nil}),
-		signedWith(map[string]any{"aud": nil}),
-		signedWith(map[string]any{"exp": nil}),
-		signedWith(map[string]any{"sub": 1}),
-		signedWith(map[string]any{"exp": fuzzNow.Add(-fuzzLeeway - time.Second).Unix()}),
-		signedWith(map[string]any{"exp": fuzzNow.Add(-fuzzLeeway + time.Second).Unix()}),
-		signedWith(map[string]any{"nbf": fuzzNow.Add(fuzzLeeway + time.Second).Unix()}),
-		signedWith(map[string]any{"iat": fuzzNow.Add(fuzzLeeway + time.Second).Unix()}),
-
-		// Signature tricks.
-		fuzzPsychicSig(claims),
-		fuzzRawJWS(tb, `{"alg":"ES256","kid":"ec-1"}`, claims, ecPriv)[:len(fuzzRawJWS(tb, `{"alg":"ES256","kid":"ec-1"}`, claims, ecPriv))-4],
-		fuzzHighS(tb, fuzzRawJWS(tb, `{"alg":"ES256","kid":"ec-1"}`, claims, ecPriv)),
-		validParts[0] + "." + validParts[1] + "." + fuzzB64(append([]byte{0}, fuzzUnB64(tb, validParts[2])...)),
-		validParts[0] + "." + validParts[1] + "." + fuzzB64(fuzzUnB64(tb, validParts[2])[1:]),
-		validParts[0] + "." + validParts[1] + "." + fuzzB64(make([]byte, 256)),
-		fuzzNonCanonical(valid),
+		"e30.e30.e30",
+		compact(" "+h0, claims, rs),
+		compact(h0+"\n", claims, rs),
+		compact(h0, " "+claims, rs),
+		compact(h0, claims+" ", rs),
 	}
-	return seeds
-}
-
-func fuzzDeflate(tb testing.TB, s string) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	w, err := flate.NewWriter(&buf, flate.BestCompression)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	_, _ = w.Write([]byte(s))
-	if err := w.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func fuzzUnB64(tb testing.TB, s string) []byte {
-	tb.Helper()
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
 }
 
 // fuzzEmbeddedKeyToken is signed by a fresh key whose public JWK it embeds
 // (CVE-2018-0114 class), with the provider's kid.
 func fuzzEmbeddedKeyToken(tb testing.TB, claims string) string {
 	tb.Helper()
-	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	attacker := newTestKey(tb, "ec-1", jose.ES256, 0)
+	jwk, err := (&jose.JSONWebKey{Key: attacker.priv.Public()}).MarshalJSON()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	jwk, err := (&jose.JSONWebKey{Key: attacker.Public()}).MarshalJSON()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return fuzzRawJWS(tb, `{"alg":"ES256","kid":"ec-1","jwk":`+string(jwk)+`}`, claims, attacker)
-}
-
-// fuzzPsychicSig is an ES256 token with r = s = 0 (CVE-2022-21449).
-func fuzzPsychicSig(claims string) string {
-	return fuzzB64([]byte(`{"alg":"ES256","kid":"ec-1"}`)) + "." + fuzzB64([]byte(claims)) + "." + fuzzB64(make([]byte, 64))
+	return compact(`{"alg":"ES256","kid":"ec-1","jwk":`+string(jwk)+`}`, claims, attacker.signer(tb))
 }
 
 // fuzzNonCanonical sets a stray low bit in the token's last character: the
@@ -717,17 +436,6 @@ func fuzzNonCanonical(tok string) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	i := strings.IndexByte(alphabet, tok[len(tok)-1])
 	return tok[:len(tok)-1] + string(alphabet[i^1])
-}
-
-// fuzzHighS replaces s by n - s in an ES256 token.
-func fuzzHighS(tb testing.TB, tok string) string {
-	tb.Helper()
-	i := strings.LastIndexByte(tok, '.')
-	sig := fuzzUnB64(tb, tok[i+1:])
-	s := new(big.Int).SetBytes(sig[32:])
-	s.Sub(elliptic.P256().Params().N, s)
-	s.FillBytes(sig[32:])
-	return tok[:i+1] + fuzzB64(sig)
 }
 
 // FuzzParseJWKS checks parseJWKS on arbitrary documents. Properties: no
@@ -946,15 +654,15 @@ func fuzzJWKSSeeds(tb testing.TB) []string {
 
 	// A 1024-bit modulus (not a real key: parsing does not factor it).
 	n1024 := append([]byte{0xc5}, rsaPub.N.Bytes()[1:128]...)
-	rsa1024 := fmt.Sprintf(`{"kty":"RSA","kid":"rsa-1024","n":%q,"e":"AQAB"}`, fuzzB64(n1024))
+	rsa1024 := fmt.Sprintf(`{"kty":"RSA","kid":"rsa-1024","n":%q,"e":"AQAB"}`, b64url(n1024))
 	// The EC key with y changed: a point not on P-256.
 	var ecm map[string]string
 	_ = stdjson.Unmarshal([]byte(ecJWK), &ecm)
-	y := fuzzUnB64(tb, ecm["y"])
+	y := unb64url(tb, ecm["y"])
 	y[len(y)-1] ^= 1
-	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"ec-bad","x":%q,"y":%q}`, ecm["x"], fuzzB64(y))
-	ed448 := `{"kty":"OKP","crv":"Ed448","kid":"ed448","x":"` + fuzzB64(bytes.Repeat([]byte{7}, 57)) + `"}`
-	x25519 := `{"kty":"OKP","crv":"X25519","kid":"x25519","use":"enc","x":"` + fuzzB64(bytes.Repeat([]byte{9}, 32)) + `"}`
+	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"ec-bad","x":%q,"y":%q}`, ecm["x"], b64url(y))
+	ed448 := `{"kty":"OKP","crv":"Ed448","kid":"ed448","x":"` + b64url(bytes.Repeat([]byte{7}, 57)) + `"}`
+	x25519 := `{"kty":"OKP","crv":"X25519","kid":"x25519","use":"enc","x":"` + b64url(bytes.Repeat([]byte{9}, 32)) + `"}`
 
 	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
@@ -1111,8 +819,9 @@ func fuzzDiscoverySeeds() []fuzzDiscoverySeed {
 // so that FuzzVerify's acceptance oracle is actually exercised.
 func TestFuzzEnvAcceptsValidTokens(t *testing.T) {
 	e := newFuzzEnv(t)
-	k := e.keys
-	asym := fuzzClaims(fuzzAsymIssuer, nil)
+	k, w := e.keys, e.world
+	asym := w.claims(fuzzAsymIssuer)
+	rsaNoKid := &testKey{alg: jose.RS256, priv: k.rsa.priv}
 	tests := []struct {
 		name   string
 		token  string
@@ -1120,27 +829,23 @@ func TestFuzzEnvAcceptsValidTokens(t *testing.T) {
 		status int
 	}{
 		{name: "RS256 with kid", token: k.rsa.sign(t, asym, nil), status: http.StatusOK},
-		{name: "RS256 without kid", token: k.rsaNoKid.sign(t, asym, nil), status: http.StatusOK},
+		{name: "RS256 without kid", token: rsaNoKid.sign(t, asym, nil), status: http.StatusOK},
 		{name: "ES256, JWK without alg", token: k.ec.sign(t, asym, nil), status: http.StatusOK},
 		{name: "EdDSA", token: k.ed.sign(t, asym, nil), status: http.StatusOK},
-		{name: "HS256 from the oct jwks_file", token: k.hmac.sign(t, fuzzClaims(fuzzHMACIssuer, nil), nil), status: http.StatusOK},
+		{name: "HS256 from the oct jwks_file", token: k.hmac.sign(t, w.claims(fuzzHMACIssuer), nil), status: http.StatusOK},
 		{name: "lower-case scheme", token: k.rsa.sign(t, asym, nil), form: 1, status: http.StatusOK},
 		{name: "tab after Bearer", token: k.rsa.sign(t, asym, nil), form: 3, status: http.StatusBadRequest},
 		{name: "two Authorization headers", token: k.rsa.sign(t, asym, nil), form: 4, status: http.StatusBadRequest},
 		{name: "token only in the query", token: k.rsa.sign(t, asym, nil), form: 7, status: http.StatusBadRequest},
-		{name: "alg none", token: fuzzRawJWS(t, `{"alg":"none"}`, fuzzClaimsJSON(fuzzAsymIssuer), nil) + "AAAA", status: http.StatusUnauthorized},
-		{name: "HS256 keyed with the RSA public key PEM", token: fuzzRawJWS(t, `{"alg":"HS256","kid":"rsa-1"}`, fuzzClaimsJSON(fuzzAsymIssuer), k.rsaPubPEM), status: http.StatusUnauthorized},
-		{name: "expired beyond the leeway", token: k.rsa.sign(t, fuzzClaims(fuzzAsymIssuer, map[string]any{"exp": fuzzNow.Add(-fuzzLeeway - time.Second).Unix()}), nil), status: http.StatusUnauthorized},
+		{name: "alg none", token: compact(`{"alg":"none"}`, w.payload(t, fuzzAsymIssuer, nil), nil) + "AAAA", status: http.StatusUnauthorized},
+		{name: "HS256 keyed with the RSA public key PEM", token: compact(`{"alg":"HS256","kid":"rsa-1"}`, w.payload(t, fuzzAsymIssuer, nil), signHS(pkixPEM(t, k.rsa.priv.Public()), crypto.SHA256)), status: http.StatusUnauthorized},
+		{name: "expired beyond the leeway", token: k.rsa.sign(t, w.claimsWith(fuzzAsymIssuer, map[string]any{"exp": fuzzNow.Add(-fuzzLeeway - time.Second).Unix()}), nil), status: http.StatusUnauthorized},
 		{name: "signature spelled non-canonically", token: fuzzNonCanonical(k.rsa.sign(t, asym, nil)), status: http.StatusUnauthorized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			authz := fuzzHeaderForms[tt.form](tt.token)
-			req := httptest.NewRequest(http.MethodGet, "http://example.test/api?access_token="+url.QueryEscape(tt.token), nil)
-			if authz != nil {
-				req.Header["Authorization"] = authz
-			}
-			out := e.serve(req)
+			out := serve(t, e.h, fuzzRequest(tt.token, authz))
 			if out.status != tt.status {
 				t.Fatalf("status = %d, want %d (err %v)", out.status, tt.status, out.err)
 			}
@@ -1153,47 +858,128 @@ func TestFuzzEnvAcceptsValidTokens(t *testing.T) {
 	}
 }
 
+// TestFuzzEnvAnswersEveryAttack runs every attack table, built for the
+// fuzzed handler's world, on that handler: each case must get the answer
+// it gets from the attack fixture. So FuzzVerify's seeds are the attacks
+// they are named for, and the catalogue also holds on a second set-up
+// (jwks_file keys, a fixed clock, all providers in one handler).
+func TestFuzzEnvAnswersEveryAttack(t *testing.T) {
+	e := newFuzzEnv(t)
+	runAttackCases(t, e.h, allAttackCases(t, e.world))
+}
+
+// TestFuzzCorpusTokensStayValid: the valid-* inputs of
+// testdata/fuzz/FuzzVerify are signed with the fixed keys; sent as
+// FuzzVerify sends them, each is still accepted, so the corpus keeps
+// reaching the acceptance oracle.
+func TestFuzzCorpusTokensStayValid(t *testing.T) {
+	e := newFuzzEnv(t)
+	files, err := filepath.Glob("testdata/fuzz/FuzzVerify/valid-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no valid-* inputs in testdata/fuzz/FuzzVerify")
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(string(data), "\n")
+			var form uint8
+			if len(lines) < 3 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "string(") || !strings.HasSuffix(lines[1], ")") {
+				t.Fatalf("not a FuzzVerify input: %q", data)
+			}
+			if _, err := fmt.Sscanf(lines[2], "uint8(%d)", &form); err != nil {
+				t.Fatalf("form %q: %v", lines[2], err)
+			}
+			token, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "string("), ")"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			authz := fuzzHeaderForms[int(form)%len(fuzzHeaderForms)](token)
+			out := serve(t, e.h, fuzzRequest(token, authz))
+			if out.status != http.StatusOK {
+				t.Fatalf("status = %d (%s), want 200", out.status, out.placeholder("http.auth.jwt.error"))
+			}
+			if why := e.checkAccepted(authz, out); why != "" {
+				t.Fatalf("the oracle refuses it: %s", why)
+			}
+		})
+	}
+}
+
 // TestFuzzOracleRefusesForgeries makes sure FuzzVerify's oracle is not
 // vacuous: had the handler accepted these, the fuzz run would fail.
 func TestFuzzOracleRefusesForgeries(t *testing.T) {
 	k := loadFuzzKeys(t)
-	e := &fuzzEnv{keys: k, providers: map[string]fuzzProvider{
-		"asym": {issuer: fuzzAsymIssuer, algs: []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA},
-			keys: []any{k.rsa.priv.Public(), k.ec.priv.Public(), k.ed.priv.Public()}},
-	}}
-	rsaPriv := k.rsa.priv.(*rsa.PrivateKey)
-	claims := fuzzClaimsJSON(fuzzAsymIssuer)
-	valid := k.rsa.sign(t, fuzzClaims(fuzzAsymIssuer, nil), nil)
+	e := &fuzzEnv{keys: k, providers: fuzzProviders(k)}
+	w := fuzzWorld(k, nil, "", "")
+	rs := k.rsa.signer(t)
+	claims := w.payload(t, fuzzAsymIssuer, nil)
+	valid := k.rsa.sign(t, w.claims(fuzzAsymIssuer), nil)
+	atClaims := func(mods map[string]any) string {
+		c := w.claimsWith(fuzzATIssuer, map[string]any{"client_id": "c", "jti": "j"})
+		for k, v := range mods {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return compact(hdr(t, "RS256", "rsa-1", map[string]any{"typ": "at+jwt"}), mustJSON(t, c), rs)
+	}
+	if why := e.checkAccepted([]string{"Bearer " + atClaims(nil)}, acceptedBy("at")); why != "" {
+		t.Fatalf("the oracle refuses a valid access token: %s", why)
+	}
 	tests := []struct {
-		name  string
-		authz []string
+		name     string
+		authz    []string
+		provider string // default asym
 	}{
-		{name: "alg none", authz: []string{"Bearer " + fuzzRawJWS(t, `{"alg":"none"}`, claims, nil) + "AAAA"}},
-		{name: "HS256 keyed with the RSA public key PEM", authz: []string{"Bearer " + fuzzRawJWS(t, `{"alg":"HS256","kid":"rsa-1"}`, claims, k.rsaPubPEM)}},
+		{name: "alg none", authz: []string{"Bearer " + compact(`{"alg":"none"}`, claims, nil) + "AAAA"}},
+		{name: "HS256 keyed with the RSA public key PEM", authz: []string{"Bearer " + compact(`{"alg":"HS256","kid":"rsa-1"}`, claims, signHS(pkixPEM(t, k.rsa.priv.Public()), crypto.SHA256))}},
 		{name: "signed by another key", authz: []string{"Bearer " + fuzzEmbeddedKeyToken(t, claims)}},
-		{name: "crit header, validly signed", authz: []string{"Bearer " + fuzzRawJWS(t, `{"alg":"RS256","crit":["exp"],"exp":1}`, claims, rsaPriv)}},
-		{name: "duplicate alg, validly signed", authz: []string{"Bearer " + fuzzRawJWS(t, `{"alg":"none","alg":"RS256"}`, claims, rsaPriv)}},
-		{name: "expired, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, fuzzClaims(fuzzAsymIssuer, map[string]any{"exp": fuzzNow.Add(-time.Hour).Unix()}), nil)}},
-		{name: "missing exp, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, fuzzClaims(fuzzAsymIssuer, map[string]any{"exp": nil}), nil)}},
-		{name: "other audience, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, fuzzClaims(fuzzAsymIssuer, map[string]any{"aud": "other"}), nil)}},
-		{name: "other issuer, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, fuzzClaims(fuzzHMACIssuer, nil), nil)}},
+		{name: "crit header, validly signed", authz: []string{"Bearer " + compact(`{"alg":"RS256","crit":["exp"],"exp":1}`, claims, rs)}},
+		{name: "duplicate alg, validly signed", authz: []string{"Bearer " + compact(`{"alg":"none","alg":"RS256"}`, claims, rs)}},
+		{name: "expired, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, w.claimsWith(fuzzAsymIssuer, map[string]any{"exp": fuzzNow.Add(-time.Hour).Unix()}), nil)}},
+		{name: "missing exp, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, w.claimsWith(fuzzAsymIssuer, map[string]any{"exp": nil}), nil)}},
+		{name: "other audience, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, w.claimsWith(fuzzAsymIssuer, map[string]any{"aud": "other"}), nil)}},
+		{name: "other issuer, validly signed", authz: []string{"Bearer " + k.rsa.sign(t, w.claims(fuzzHMACIssuer), nil)}},
 		{name: "padded", authz: []string{"Bearer " + valid + "="}},
 		{name: "signature spelled non-canonically", authz: []string{"Bearer " + fuzzNonCanonical(valid)}},
 		{name: "tab after Bearer", authz: []string{"Bearer\t" + valid}},
 		{name: "two headers", authz: []string{"Bearer " + valid, "Bearer " + valid}},
 		{name: "no header", authz: nil},
+		{name: "at provider, typ JWT", provider: "at", authz: []string{"Bearer " + compact(hdr(t, "RS256", "rsa-1", nil), mustJSON(t, w.claimsWith(fuzzATIssuer, map[string]any{"client_id": "c", "jti": "j"})), rs)}},
+		{name: "at provider, without client_id", provider: "at", authz: []string{"Bearer " + atClaims(map[string]any{"client_id": nil})}},
+		{name: "at provider, jti a number", provider: "at", authz: []string{"Bearer " + atClaims(map[string]any{"jti": 7})}},
+		{name: "at provider, without iat", provider: "at", authz: []string{"Bearer " + atClaims(map[string]any{"iat": nil})}},
+		{name: "rs-only provider, ES256", provider: "rs-only", authz: []string{"Bearer " + k.ec.sign(t, w.claims(fuzzRSOnlyIssuer), nil)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
-			repl := caddy.NewReplacer()
-			req = caddyhttp.PrepareRequest(req, repl, httptest.NewRecorder(), nil)
-			repl.Map((&Claims{provider: "asym"}).replace)
-			if why := e.checkAccepted(tt.authz, fuzzOutcome{status: http.StatusOK, next: req}); why == "" {
+			provider := tt.provider
+			if provider == "" {
+				provider = "asym"
+			}
+			if why := e.checkAccepted(tt.authz, acceptedBy(provider)); why == "" {
 				t.Fatal("the oracle lets this token through")
 			}
 		})
 	}
+}
+
+// acceptedBy is the outcome of a request the handler accepted for the
+// provider: next saw these verified claims.
+func acceptedBy(provider string) result {
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
+	repl := caddy.NewReplacer()
+	req = caddyhttp.PrepareRequest(req, repl, httptest.NewRecorder(), nil)
+	repl.Map((&Claims{provider: provider}).replace)
+	return result{status: http.StatusOK, nextSeen: req}
 }
 
 // TestFuzzJWKSOracle makes sure FuzzParseJWKS's oracle accepts a sound key

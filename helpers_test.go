@@ -2,13 +2,8 @@ package oauth2jwt
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,104 +15,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"go.uber.org/zap"
 )
 
 // Shared test helpers: an identity provider on 127.0.0.1 (discovery and
-// JWKS from httptest), signing keys for every algorithm family, token
-// minting, and a way to run the handler on a request as Caddy would.
-
-// testKey is a private signing key with its public JWK.
-type testKey struct {
-	kid  string
-	alg  jose.SignatureAlgorithm
-	priv crypto.Signer // nil for HMAC
-	hmac []byte
-}
-
-// public returns the key's public JWK as the IdP publishes it.
-func (k *testKey) public() jose.JSONWebKey {
-	if k.hmac != nil {
-		return jose.JSONWebKey{Key: k.hmac, KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
-	}
-	return jose.JSONWebKey{Key: k.priv.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
-}
-
-var (
-	rsaKeyMu sync.Mutex
-	rsaKeys  []*rsa.PrivateKey
-)
-
-// rsaKey returns a 2048-bit RSA key; generated keys are reused across tests
-// (by index) because generation is slow.
-func rsaKey(i int) *rsa.PrivateKey {
-	rsaKeyMu.Lock()
-	defer rsaKeyMu.Unlock()
-	for len(rsaKeys) <= i {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		rsaKeys = append(rsaKeys, k)
-	}
-	return rsaKeys[i]
-}
-
-// newTestKey makes a key for alg. RSA keys are drawn from a shared pool:
-// pass distinct n to get distinct RSA keys.
-func newTestKey(t testing.TB, kid string, alg jose.SignatureAlgorithm, n int) *testKey {
-	t.Helper()
-	k := &testKey{kid: kid, alg: alg}
-	var err error
-	switch algClass(alg) {
-	case classRSA:
-		k.priv = rsaKey(n)
-	case classP256:
-		k.priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case classP384:
-		k.priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case classP521:
-		k.priv, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-	case classEd25519:
-		_, k.priv, err = ed25519.GenerateKey(rand.Reader)
-	case classOct:
-		k.hmac = make([]byte, 32)
-		_, err = rand.Read(k.hmac)
-	default:
-		t.Fatalf("no key for %s", alg)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// sign mints a compact JWS of claims with the key. extra header members are
-// added to the protected header (typ defaults to JWT).
-func (k *testKey) sign(t testing.TB, claims any, extra map[jose.HeaderKey]any) string {
-	t.Helper()
-	var key any = k.priv
-	if k.hmac != nil {
-		key = k.hmac
-	}
-	opts := (&jose.SignerOptions{}).WithType("JWT")
-	if k.kid != "" {
-		opts = opts.WithHeader("kid", k.kid)
-	}
-	for name, v := range extra {
-		opts = opts.WithHeader(name, v)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: key}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// JWKS from httptest), standard claims, a clock tests move by hand, and a
+// way to run the handler on a request as Caddy would. Keys and token
+// building live in jws_test.go.
 
 // claimsFor returns standard valid claims for issuer and audience.
 func claimsFor(iss, aud string) map[string]any {
@@ -300,6 +204,17 @@ func (r result) placeholder(name string) string {
 // serve runs one request through h as Caddy's server would.
 func serve(t testing.TB, h *Handler, req *http.Request) result {
 	t.Helper()
+	res, err := serveRequest(h, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// serveRequest is serve without a testing.TB, for goroutines and fuzz
+// targets: it returns an error when the handler's error is not a
+// caddyhttp.HandlerError.
+func serveRequest(h *Handler, req *http.Request) (result, error) {
 	repl := caddy.NewReplacer()
 	w := httptest.NewRecorder()
 	req = caddyhttp.PrepareRequest(req, repl, w, nil)
@@ -313,11 +228,12 @@ func serve(t testing.TB, h *Handler, req *http.Request) result {
 	if res.err != nil {
 		var he caddyhttp.HandlerError
 		if !asHandlerError(res.err, &he) {
-			t.Fatalf("error is not a caddyhttp.HandlerError: %v", res.err)
+			res.status = -1
+			return res, fmt.Errorf("error is not a caddyhttp.HandlerError: %w", res.err)
 		}
 		res.status = he.StatusCode
 	}
-	return res
+	return res, nil
 }
 
 func asHandlerError(err error, he *caddyhttp.HandlerError) bool {

@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -136,14 +135,24 @@ func TestCacheUnknownKidBurstCausesOneFetch(t *testing.T) {
 	advance(c, 2*time.Minute)
 	before := idp.jwksHits.Load()
 
+	// Keys and tokens are made before the goroutines start: those report
+	// with t.Error, never t.Fatal.
+	tokens := make([]string, 200)
+	for i := range tokens {
+		k := newTestKey(t, fmt.Sprintf("random-%d", i), jose.ES256, 0)
+		tokens[i] = k.sign(t, claimsFor(idp.url(), "api"), nil)
+	}
 	var wg sync.WaitGroup
 	var unknown atomic.Int64
-	for i := range 200 {
+	for _, tok := range tokens {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k := newTestKey(t, fmt.Sprintf("random-%d", i), jose.ES256, 0)
-			res := serve(t, h, bearer(k.sign(t, claimsFor(idp.url(), "api"), nil)))
+			res, err := serveRequest(h, bearer(tok))
+			if err != nil {
+				t.Error(err)
+				return
+			}
 			if res.status == http.StatusUnauthorized && res.placeholder("http.auth.jwt.error") == "unknown_key" {
 				unknown.Add(1)
 			}
@@ -201,11 +210,21 @@ func TestCacheUnknownKidFlood(t *testing.T) {
 				if i >= total {
 					return
 				}
-				if res := serve(t, h, bearer(tokens[i])); res.status != http.StatusUnauthorized {
+				res, err := serveRequest(h, bearer(tokens[i]))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.status != http.StatusUnauthorized {
 					wrongAccept.Add(1)
 				}
 				if i%100 == 0 {
-					if res := serve(t, h, bearer(valid)); res.status != http.StatusOK {
+					res, err := serveRequest(h, bearer(valid))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if res.status != http.StatusOK {
 						validRejected.Add(1)
 					}
 				}
@@ -548,14 +567,14 @@ func TestCacheOneBadKeyInSet(t *testing.T) {
 	}
 	x, y := point[1:33], append([]byte(nil), point[33:]...)
 	y[31] ^= 1
-	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"off-curve","x":%q,"y":%q}`, rawB64(x), rawB64(y))
+	offCurve := fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"off-curve","x":%q,"y":%q}`, b64url(x), b64url(y))
 	dup, _ := json.Marshal(jose.JSONWebKey{Key: rsaKey(1).Public(), KeyID: "good"})
 	goodJWK, _ := json.Marshal(good.public())
 	goodECJWK, _ := json.Marshal(goodEC.public())
 	set := `{"keys":[` + strings.Join([]string{
-		`{"kty":"OKP","crv":"Ed448","kid":"ed448","x":"` + rawB64(make([]byte, 57)) + `"}`,
+		`{"kty":"OKP","crv":"Ed448","kid":"ed448","x":"` + b64url(make([]byte, 57)) + `"}`,
 		string(encJWK), string(smallJWK), offCurve, string(goodJWK), string(dup),
-		`{"kty":"oct","kid":"hmac","k":"` + rawB64(make([]byte, 32)) + `"}`,
+		`{"kty":"oct","kid":"hmac","k":"` + b64url(make([]byte, 32)) + `"}`,
 		`{"kty":"EC","crv":"P-256","kid":"garbage","x":12}`,
 		string(goodECJWK),
 	}, ",") + `]}`
@@ -646,8 +665,6 @@ func TestCacheMaxAge(t *testing.T) {
 		}
 	}
 }
-
-func rawB64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // TestCacheSharedAcrossIssuers: two providers with different issuers and
 // one JWKS URL share one cache (one fetch); with discovery they do not,

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Integration tests for authorization rules, forwarding, token sources,
@@ -24,21 +22,11 @@ func providerBlock(name string, idp *testIdP, extra string) string {
 	return "\t\tprovider " + name + " {\n\t\t\tissuer " + idp.url() + "\n\t\t\taudience api\n\t\t\tjwks_uri " + idp.url() + "/jwks\n" + extra + "\t\t}\n"
 }
 
-func signWith(t *testing.T, k *testKey, idp *testIdP, extra map[string]any) string {
-	t.Helper()
-	c := claimsFor(idp.url(), "api")
-	for name, v := range extra {
-		c[name] = v
-	}
-	return k.sign(t, c, nil)
-}
-
 func TestIntegrationRules(t *testing.T) {
-	k := newTestKey(t, "rules", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("idp", idp, "") + `		require scope orders:read
+` + providerBlock("idp", f.idp, "") + `		require scope orders:read
 		require claim realm_access.roles admin ops
 		require any {
 			scope orders:admin
@@ -50,6 +38,9 @@ func TestIntegrationRules(t *testing.T) {
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
 	roles := map[string]any{"roles": []string{"user", "ops"}}
+	// Once one token passes, the keys are loaded: every case below is
+	// answered on the first call.
+	waitForStatus(t, tc, "/", f.token(t, map[string]any{"scope": "orders:read", "realm_access": roles, "tier": "gold"}), 200, 5*time.Second)
 	cases := []struct {
 		name   string
 		claims map[string]any
@@ -62,28 +53,27 @@ func TestIntegrationRules(t *testing.T) {
 		{"role not in nested array", map[string]any{"scope": "orders:read", "realm_access": map[string]any{"roles": []string{"user"}}, "tier": "gold"}, 403},
 		{"no member of the any group", map[string]any{"scope": "orders:read", "realm_access": roles, "tier": "silver"}, 403},
 	}
-	var first response
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res := waitForStatus(t, tc, "/", signWith(t, k, idp, c.claims), c.status, 5*time.Second)
+			res := call(t, tc, "/", f.token(t, c.claims))
+			if res.status != c.status {
+				t.Fatalf("status = %d, want %d (body %q)", res.status, c.status, res.body)
+			}
 			if c.status == 403 {
 				want := `Bearer error="insufficient_scope", error_description="token lacks the required scope or claims", scope="orders:read orders:admin"`
 				if got := res.header.Get("WWW-Authenticate"); got != want {
 					t.Fatalf("WWW-Authenticate = %s\nwant %s", got, want)
 				}
-				first = res
 			}
 		})
 	}
-	_ = first
 }
 
 func TestIntegrationForwardingAndSources(t *testing.T) {
-	k := newTestKey(t, "fwd", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("idp", idp, "") + `		public_paths /public
+` + providerBlock("idp", f.idp, "") + `		public_paths /public
 		forward_claim sub X-User-Id
 		forward_claims_json X-Claims
 		strip_authorization
@@ -95,7 +85,7 @@ func TestIntegrationForwardingAndSources(t *testing.T) {
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	tok := signWith(t, k, idp, nil)
+	tok := f.token(t, nil)
 	waitForStatus(t, tc, "/", tok, 200, 5*time.Second)
 
 	res := call(t, tc, "/", tok, "X-User-Id: admin", "X-Claims: e30")
@@ -125,17 +115,16 @@ func TestIntegrationForwardingAndSources(t *testing.T) {
 }
 
 func TestIntegrationAllowMissing(t *testing.T) {
-	k := newTestKey(t, "anon", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("idp", idp, "") + `		allow_missing
+` + providerBlock("idp", f.idp, "") + `		allow_missing
 	}
 	respond "user=[{http.auth.user.id}]"
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	waitForStatus(t, tc, "/", signWith(t, k, idp, nil), 200, 5*time.Second)
+	waitForStatus(t, tc, "/", f.token(t, nil), 200, 5*time.Second)
 	if res := call(t, tc, "/", ""); res.status != 200 || res.body != "user=[]" {
 		t.Errorf("no token: %d %q", res.status, res.body)
 	}
@@ -147,27 +136,26 @@ func TestIntegrationAllowMissing(t *testing.T) {
 // TestIntegrationTwoRoutesShareKeys is the README's example: two routes
 // with different rules share one key cache, so one JWKS fetch.
 func TestIntegrationTwoRoutesShareKeys(t *testing.T) {
-	k := newTestKey(t, "routes", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	@admin path /admin/*
 	handle @admin {
 		oauth2_jwt {
-` + providerBlock("idp", idp, "") + `			require claim roles admin
+` + providerBlock("idp", f.idp, "") + `			require claim roles admin
 		}
 		respond "admin area"
 	}
 	handle {
 		oauth2_jwt {
-` + providerBlock("idp", idp, "") + `			require scope api:read
+` + providerBlock("idp", f.idp, "") + `			require scope api:read
 		}
 		respond "api"
 	}
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	admin := signWith(t, k, idp, map[string]any{"roles": []string{"admin"}})
-	reader := signWith(t, k, idp, map[string]any{"scope": "api:read"})
+	admin := f.token(t, map[string]any{"roles": []string{"admin"}})
+	reader := f.token(t, map[string]any{"scope": "api:read"})
 	waitForStatus(t, tc, "/admin/x", admin, 200, 5*time.Second)
 	if res := call(t, tc, "/admin/x", reader); res.status != 403 {
 		t.Errorf("reader on /admin: %d, want 403", res.status)
@@ -178,7 +166,7 @@ func TestIntegrationTwoRoutesShareKeys(t *testing.T) {
 	if res := call(t, tc, "/orders", admin); res.status != 403 {
 		t.Errorf("admin without api:read on /orders: %d, want 403", res.status)
 	}
-	if n := idp.jwksHits.Load(); n != 1 {
+	if n := f.idp.jwksHits.Load(); n != 1 {
 		t.Errorf("two routes caused %d JWKS fetches, want 1", n)
 	}
 }
@@ -186,22 +174,21 @@ func TestIntegrationTwoRoutesShareKeys(t *testing.T) {
 // TestIntegrationExpressionMatcher is the README's example of routing on a
 // claim with Caddy's expression matcher.
 func TestIntegrationExpressionMatcher(t *testing.T) {
-	k := newTestKey(t, "expr", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("idp", idp, "") + `	}
+` + providerBlock("idp", f.idp, "") + `	}
 	@admins expression ` + "`{http.auth.jwt.claims.role} == \"admin\"`" + `
 	respond @admins "hello admin"
 	respond "hello user"
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	waitForStatus(t, tc, "/", signWith(t, k, idp, nil), 200, 5*time.Second)
-	if res := call(t, tc, "/", signWith(t, k, idp, map[string]any{"role": "admin"})); res.body != "hello admin" {
+	waitForStatus(t, tc, "/", f.token(t, nil), 200, 5*time.Second)
+	if res := call(t, tc, "/", f.token(t, map[string]any{"role": "admin"})); res.body != "hello admin" {
 		t.Errorf("admin: %q", res.body)
 	}
-	if res := call(t, tc, "/", signWith(t, k, idp, map[string]any{"role": "user"})); res.body != "hello user" {
+	if res := call(t, tc, "/", f.token(t, map[string]any{"role": "user"})); res.body != "hello user" {
 		t.Errorf("user: %q", res.body)
 	}
 }
@@ -231,23 +218,22 @@ func scrape(t *testing.T, metric string) float64 {
 }
 
 func TestIntegrationMetrics(t *testing.T) {
-	k := newTestKey(t, "metrics", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("metricsidp", idp, "") + `	}
+` + providerBlock("metricsidp", f.idp, "") + `	}
 	respond "ok"
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	valid := signWith(t, k, idp, nil)
+	valid := f.token(t, nil)
 	waitForStatus(t, tc, "/", valid, 200, 5*time.Second)
 	okBefore := scrape(t, `caddy_oauth2_jwt_requests_total{outcome="ok",provider="metricsidp"}`)
 	expiredBefore := scrape(t, `caddy_oauth2_jwt_requests_total{outcome="expired",provider="metricsidp"}`)
 	missingBefore := max(scrape(t, `caddy_oauth2_jwt_requests_total{outcome="missing_token",provider=""}`), 0)
 	hitsBefore := max(scrape(t, `caddy_oauth2_jwt_token_cache_requests_total{result="hit"}`), 0)
 
-	expired := signWith(t, k, idp, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})
+	expired := f.token(t, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})
 	for range 3 {
 		call(t, tc, "/", valid)
 	}
@@ -265,7 +251,7 @@ func TestIntegrationMetrics(t *testing.T) {
 		{`caddy_oauth2_jwt_token_cache_requests_total{result="hit"}`, hitsBefore + 3},
 		{`caddy_oauth2_jwt_keys_loaded{provider="metricsidp"}`, 1},
 		// Every fetch the IdP saw, the first one included, is counted.
-		{`caddy_oauth2_jwt_key_fetches_total{provider="metricsidp",result="success"}`, float64(idp.jwksHits.Load())},
+		{`caddy_oauth2_jwt_key_fetches_total{provider="metricsidp",result="success"}`, float64(f.idp.jwksHits.Load())},
 	}
 	for _, c := range checks {
 		if got := scrape(t, c.metric); got != c.want {
@@ -295,19 +281,26 @@ func adminDo(t *testing.T, method, path string) (int, http.Header, map[string]an
 	return resp.StatusCode, resp.Header, m
 }
 
+// TestIntegrationAdminAPI: the providers list, forced refreshes (rate
+// limited by min_refresh_interval: adminidp's is an hour, so a refresh is
+// refused; fastidp's is a nanosecond, so one is always past it), and
+// readiness.
 func TestIntegrationAdminAPI(t *testing.T) {
-	k := newTestKey(t, "admin-k1", jose.ES256, 0)
-	up := newTestIdP(t, k)
-	down := newTestIdP(t, k)
+	f := newAuthzFixture(t)
+	up := f.idp
+	fast := newTestIdP(t, f.key)
+	down := newTestIdP(t, f.key)
 	down.setStatus(http.StatusInternalServerError)
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("adminidp", up, "\t\t\tmin_refresh_interval 300ms\n") + `	}
+` + providerBlock("adminidp", up, "\t\t\tmin_refresh_interval 1h\n") + providerBlock("fastidp", fast, "\t\t\tmin_refresh_interval 1ns\n") + `	}
 	respond "ok"
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	waitForStatus(t, tc, "/", signWith(t, k, up, nil), 200, 5*time.Second)
+	waitForStatus(t, tc, "/", f.token(t, nil), 200, 5*time.Second)
+	fastTok := f.key.sign(t, claimsFor(fast.url(), "api"), nil)
+	waitForStatus(t, tc, "/", fastTok, 200, 5*time.Second)
 
 	status, _, body := adminDo(t, http.MethodGet, "/oauth2_jwt/providers")
 	if status != 200 {
@@ -327,21 +320,25 @@ func TestIntegrationAdminAPI(t *testing.T) {
 	if found["issuer"] != up.url() || found["ready"] != true || len(keys) != 1 || found["last_result"] != "success" {
 		t.Fatalf("provider status = %v", found)
 	}
-	if kid := keys[0].(map[string]any)["kid"]; kid != "admin-k1" {
+	if kid := keys[0].(map[string]any)["kid"]; kid != f.key.kid {
 		t.Fatalf("kid = %v", kid)
 	}
 
-	// A forced refresh right after a fetch is rate limited.
-	adminDo(t, http.MethodPost, "/oauth2_jwt/providers/adminidp/refresh")
-	status, hdr, _ := adminDo(t, http.MethodPost, "/oauth2_jwt/providers/adminidp/refresh")
-	if status != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" {
-		t.Fatalf("refresh under the rate limit: %d (Retry-After %q), want 429", status, hdr.Get("Retry-After"))
-	}
+	// A forced refresh within min_refresh_interval of the last fetch is
+	// rate limited, and fetches nothing.
 	before := up.jwksHits.Load()
-	time.Sleep(350 * time.Millisecond) // past min_refresh_interval
-	status, _, _ = adminDo(t, http.MethodPost, "/oauth2_jwt/providers/adminidp/refresh")
-	if status != 200 || up.jwksHits.Load() != before+1 {
-		t.Fatalf("forced refresh: %d, %d fetches", status, up.jwksHits.Load()-before)
+	status, hdr, _ := adminDo(t, http.MethodPost, "/oauth2_jwt/providers/adminidp/refresh")
+	if ra, err := strconv.Atoi(hdr.Get("Retry-After")); status != http.StatusTooManyRequests || err != nil || ra < 1 || ra > 3600 {
+		t.Fatalf("refresh under the rate limit: %d (Retry-After %q), want 429 with 1 to 3600 seconds", status, hdr.Get("Retry-After"))
+	}
+	if n := up.jwksHits.Load() - before; n != 0 {
+		t.Fatalf("a rate-limited refresh fetched the JWKS %d times", n)
+	}
+	// Past min_refresh_interval, a forced refresh fetches once.
+	before = fast.jwksHits.Load()
+	status, _, _ = adminDo(t, http.MethodPost, "/oauth2_jwt/providers/fastidp/refresh")
+	if status != 200 || fast.jwksHits.Load() != before+1 {
+		t.Fatalf("forced refresh: %d, %d fetches", status, fast.jwksHits.Load()-before)
 	}
 	if status, _, _ := adminDo(t, http.MethodPost, "/oauth2_jwt/providers/nosuch/refresh"); status != 404 {
 		t.Errorf("unknown provider refresh: %d, want 404", status)
@@ -359,8 +356,7 @@ func TestIntegrationAdminAPI(t *testing.T) {
 	respond "ok"
 }
 `
-	tc = newIntegrationTester(t, cfg2, "caddyfile")
-	_ = tc
+	newIntegrationTester(t, cfg2, "caddyfile")
 	status, _, body = adminDo(t, http.MethodGet, "/oauth2_jwt/ready")
 	notReady, _ := body["not_ready"].([]any)
 	if status != http.StatusServiceUnavailable || len(notReady) != 1 || notReady[0] != "downidp" {
@@ -371,8 +367,7 @@ func TestIntegrationAdminAPI(t *testing.T) {
 // TestIntegrationAccessLogUserID: Caddy's access log shows the token's
 // subject as user_id.
 func TestIntegrationAccessLogUserID(t *testing.T) {
-	k := newTestKey(t, "accesslog", jose.ES256, 0)
-	idp := newTestIdP(t, k)
+	f := newAuthzFixture(t)
 	logFile := t.TempDir() + "/access.log"
 	cfg := integrationGlobals + `http://localhost:9080 {
 	log {
@@ -380,12 +375,12 @@ func TestIntegrationAccessLogUserID(t *testing.T) {
 		format json
 	}
 	oauth2_jwt {
-` + providerBlock("idp", idp, "") + `	}
+` + providerBlock("idp", f.idp, "") + `	}
 	respond "ok"
 }
 `
 	tc := newIntegrationTester(t, cfg, "caddyfile")
-	waitForStatus(t, tc, "/", signWith(t, k, idp, map[string]any{"sub": "alice@example"}), 200, 5*time.Second)
+	waitForStatus(t, tc, "/", f.token(t, map[string]any{"sub": "alice@example"}), 200, 5*time.Second)
 	var found bool
 	waitUntil(t, 5*time.Second, "access log line with user_id", func() bool {
 		data, err := os.ReadFile(logFile)

@@ -3,8 +3,11 @@ package oauth2jwt
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -107,4 +110,44 @@ func TestTokenCacheKeyRemoved(t *testing.T) {
 	idp.setStatus(http.StatusInternalServerError)
 	advance(c, 25*time.Hour)
 	expectReason(t, serve(t, h, bearer(t2)), http.StatusServiceUnavailable, "unavailable")
+}
+
+// TestTokenCacheKeyDoesNotPinTheHeader: the cache keys on a copy of the
+// token, not on a slice of the request's Authorization header, which
+// would keep the whole header alive as long as the entry.
+func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{})
+	tok := f.token(t, nil)
+	header := "Bearer " + strings.Repeat(" ", 30000) + tok
+	req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
+	req.Header.Set("Authorization", header)
+	expectReason(t, serve(t, h, req), http.StatusOK, "")
+	lo, hi := uintptr(unsafe.Pointer(unsafe.StringData(header))), uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header))
+	entries := 0
+	for i := range h.cache.nShards {
+		for key := range h.cache.shards[i].m {
+			entries++
+			if p := uintptr(unsafe.Pointer(unsafe.StringData(key))); p >= lo && p < hi {
+				t.Fatalf("cached key points into the request header")
+			}
+		}
+	}
+	if entries != 1 {
+		t.Fatalf("the cache holds %d entries, want the token's 1", entries)
+	}
+}
+
+// TestTokenCacheSmallerThanShardCount: a cache_size below the number of
+// shards still bounds the whole cache.
+func TestTokenCacheSmallerThanShardCount(t *testing.T) {
+	f := newAuthzFixture(t)
+	one := 1
+	h := f.handler(t, &Handler{CacheSize: &one})
+	for i := range 20 {
+		expectReason(t, serve(t, h, bearer(f.token(t, map[string]any{"jti": i}))), 200, "")
+	}
+	if n := h.cache.len(); n != 1 {
+		t.Fatalf("cache_size 1 holds %d entries", n)
+	}
 }
