@@ -53,7 +53,16 @@ type providerStatus struct {
 	LastSuccess *time.Time  `json:"last_success,omitempty"`
 	NextRefresh *time.Time  `json:"next_refresh,omitempty"`
 	KeysAge     string      `json:"keys_age,omitempty"`
-	Fetches     int64       `json:"fetches"`
+	// KeyOrigin is where the current keys came from: "network" (a fetch
+	// by this Caddy), "storage" (the stored keys of an earlier fetch, by
+	// this Caddy before a restart or by another node) or "file".
+	KeyOrigin string `json:"key_origin,omitempty"`
+	Fetches   int64  `json:"fetches"`
+	// Persistence of the keys in Caddy's storage; absent with
+	// persist_keys off and for jwks_file.
+	StorageKey string     `json:"storage_key,omitempty"`
+	LastStored *time.Time `json:"last_stored,omitempty"` // fetch time of the last entry written
+	StoreError string     `json:"store_error,omitempty"` // the last write's error, until one succeeds
 }
 
 type keyStatus struct {
@@ -70,6 +79,7 @@ func (lp *liveProvider) status() providerStatus {
 		ks, _ = lp.keys.keysAt(time.Time{}) // a jwks_file's keys never age
 		st.Ready = true
 		st.LastResult = "loaded from file"
+		st.KeyOrigin = "file"
 	} else {
 		cs := lp.cache.status()
 		ks, st.Ready, st.Fetches = cs.keys, cs.usable, cs.successes+cs.errors // stale keys are still shown
@@ -93,6 +103,17 @@ func (lp *liveProvider) status() providerStatus {
 			t := ks.fetchedAt
 			st.LastSuccess = &t
 			st.KeysAge = cs.now.Sub(t).Round(time.Second).String()
+			st.KeyOrigin = string(cs.origin)
+		}
+		if cs.stored.enabled {
+			st.StorageKey = cs.stored.key
+			if !cs.stored.lastStored.IsZero() {
+				t := cs.stored.lastStored
+				st.LastStored = &t
+			}
+			if cs.stored.lastErr != nil {
+				st.StoreError = cs.stored.lastErr.Error()
+			}
 		}
 	}
 	if ks != nil {

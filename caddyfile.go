@@ -62,6 +62,7 @@ func blockStart(d *caddyfile.Dispenser) (once func(opt string) error, err error)
 //			insecure_http
 //			require_typ          at+jwt
 //			tenants              <tenant id>... | *
+//			persist_keys         on|off
 //		}
 //		public_paths         <path> [<path>...]
 //		realm                <realm>
@@ -382,6 +383,16 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			if len(p.Tenants) == 0 {
 				return argErr()
 			}
+		case "persist_keys":
+			var v string
+			if err = oneArg(&v); err != nil {
+				break
+			}
+			if v != "on" && v != "off" {
+				return d.Errf("provider %q: persist_keys: %q is not on or off", name, v)
+			}
+			on := v == "on"
+			p.PersistKeys = &on
 		default:
 			return d.Errf("provider %q: unrecognized option %q", name, opt)
 		}

@@ -405,6 +405,7 @@ func inspect(base caddy.Context, out io.Writer, token string, cfgJSON []byte) (b
 func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any) (bool, error) {
 	cctx, cancel := caddy.NewContext(base)
 	defer cancel()
+	h.deps.noStorage = true // a diagnosis neither reads nor writes a Caddy's stored keys
 	if err := h.Provision(cctx); err != nil {
 		return false, fmt.Errorf("handler %d (%s): %w", n, at, err)
 	}

@@ -44,15 +44,16 @@ func parseDiscovery(data []byte, issuer string, insecureHTTP bool) (string, erro
 // a configuration fault on one side or the other, logged as an error.
 var errDiscoveryRefused = errors.New("discovery document refused")
 
-// discover fetches the discovery document of cfg and returns its jwks_uri.
-func discover(ctx context.Context, f *fetcher, cfg fetchConfig) (string, error) {
+// discover fetches the discovery document of cfg and returns its jwks_uri
+// and the document (which the key cache stores with the keys).
+func discover(ctx context.Context, f *fetcher, cfg fetchConfig) (string, []byte, error) {
 	body, _, _, err := f.get(ctx, cfg.discoveryURI)
 	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
+		return "", nil, fmt.Errorf("discovery: %w", err)
 	}
 	u, err := parseDiscovery(body, cfg.issuer, cfg.insecureHTTP)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", errDiscoveryRefused, err)
+		return "", nil, fmt.Errorf("%w: %w", errDiscoveryRefused, err)
 	}
-	return u, nil
+	return u, body, nil
 }

@@ -62,35 +62,53 @@ func (f fetchConfig) sourceURL() string {
 var cachePool = caddy.NewUsagePool()
 
 // runtimeDeps are what the request path and the key caches take from their
-// surroundings: the clock and, for key caches, the logger. The zero value
-// means the wall clock and Caddy's default logger at the time of logging
-// (a pooled cache outlives the config that made it, and so its logger).
+// surroundings: the clock and, for key caches, the logger and the storage
+// they keep their keys in. The zero value means the wall clock, Caddy's
+// default logger at the time of logging (a pooled cache outlives the
+// config that made it, and so its logger) and the config's storage.
 type runtimeDeps struct {
 	now func() time.Time
 	log *zap.Logger
+	// storage replaces the config's storage (tests); for a key cache, it
+	// is the storage it was given (nil: keys are not persisted).
+	storage keyStorage
+	// noStorage turns key persistence off whatever the config says (the
+	// inspect command, which must not touch a Caddy's storage).
+	noStorage bool
 }
+
+// clockOverride, when set, is the clock of handlers whose deps name none.
+// Only tests set it: integration tests cannot reach the handlers that a
+// real Caddy constructs, and move their time through it instead.
+var clockOverride atomic.Pointer[func() time.Time]
 
 func (d runtimeDeps) clock() func() time.Time {
 	if d.now != nil {
 		return d.now
+	}
+	if f := clockOverride.Load(); f != nil {
+		return *f
 	}
 	return time.Now
 }
 
 // jwksCache holds the keys of one remote key source. It owns one refresh
 // goroutine, started by start and stopped by Destruct (when the last config
-// using it is unloaded).
+// using it is unloaded), and, when it persists its keys, one storage writer
+// (persist.go).
 type jwksCache struct {
 	cfg    fetchConfig
 	fetch  *fetcher
 	now    func() time.Time
 	logger *zap.Logger // nil: Caddy's current default logger
+	store  *keyStore   // where the keys are persisted, or nil
 
 	ctx       context.Context
 	cancel    context.CancelFunc
 	done      chan struct{}
 	wake      chan struct{} // a fetch ended: the refresher re-reads nextAttempt
 	firstDone chan struct{} // closed when the first fetch has ended, either way
+	loaded    chan struct{} // closed when the stored keys were read, refused or given up on
 
 	current atomic.Pointer[keySet]
 
@@ -105,14 +123,18 @@ type jwksCache struct {
 	lastErr     error
 	failures    int    // consecutive failed fetches
 	jwksURI     string // resolved from discovery, or the configured one
+	discovery   []byte // the discovery document jwksURI was resolved from, or nil
+	origin      keyOrigin
 	negative    map[string]time.Time
 	loggedSkips map[string]struct{}
 	gen         uint64
 }
 
+// newJWKSCache makes a key cache for cfg; with deps.storage set (and not
+// deps.noStorage), it persists its keys there.
 func newJWKSCache(cfg fetchConfig, deps runtimeDeps) *jwksCache {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &jwksCache{
+	c := &jwksCache{
 		cfg:         cfg,
 		fetch:       newFetcher(cfg.fetchTimeout, cfg.insecureHTTP),
 		now:         deps.clock(),
@@ -122,10 +144,15 @@ func newJWKSCache(cfg fetchConfig, deps runtimeDeps) *jwksCache {
 		done:        make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		firstDone:   make(chan struct{}),
+		loaded:      make(chan struct{}),
 		jwksURI:     cfg.jwksURI,
 		negative:    make(map[string]time.Time),
 		loggedSkips: make(map[string]struct{}),
 	}
+	if deps.storage != nil && !deps.noStorage {
+		c.store = newKeyStore(deps.storage, cfg.sourceURL())
+	}
+	return c
 }
 
 func (c *jwksCache) log() *zap.Logger {
@@ -135,17 +162,31 @@ func (c *jwksCache) log() *zap.Logger {
 	return caddy.Log().Named("http.handlers.oauth2_jwt")
 }
 
-// start launches the refresher. The first fetch begins at once, in the
-// background: Caddy starts even when the identity provider is down.
+// start launches the refresher and, when the cache persists its keys, the
+// storage writer and the read of the stored keys. The first fetch begins
+// at once, in the background, alongside that read: Caddy starts even when
+// the identity provider is down.
 func (c *jwksCache) start() {
 	go c.run()
+	if c.store == nil {
+		close(c.loaded)
+		return
+	}
+	go c.runWriter()
+	go c.loadStored()
 }
 
-// Destruct stops the refresher; it implements caddy.Destructor and is called
-// by the usage pool when no loaded config uses this cache any more.
+// Destruct stops the refresher and the storage writer; it implements
+// caddy.Destructor and is called by the usage pool when no loaded config
+// uses this cache any more. A write to a storage that ignores cancellation
+// is waited for at most storageStopWait.
 func (c *jwksCache) Destruct() error {
 	c.cancel()
 	<-c.done
+	<-c.loaded
+	if c.store != nil {
+		c.store.stopWriter()
+	}
 	c.fetch.close()
 	return nil
 }
@@ -241,7 +282,9 @@ func (c *jwksCache) firstEnded() {
 // fetchResult is the outcome of one fetch, before it is recorded.
 type fetchResult struct {
 	discovered bool   // the discovery document was read
+	discovery  []byte // the discovery document, when discovered
 	jwksURI    string // the JWKS URL used (resolved by discovery when discovered)
+	body       []byte // the JWKS document, on success
 	url        string // the URL of the failing request, for logs
 	ks         *keySet
 	skipped    []skippedKey
@@ -261,14 +304,13 @@ func (c *jwksCache) fetchOnce(full bool, jwksURI string) fetchResult {
 	res := fetchResult{jwksURI: jwksURI, url: jwksURI}
 	if full && c.cfg.discoveryURI != "" {
 		res.discovered, res.url = true, c.cfg.discoveryURI
-		res.jwksURI, res.err = discover(ctx, c.fetch, c.cfg)
+		res.jwksURI, res.discovery, res.err = discover(ctx, c.fetch, c.cfg)
 	}
 	if res.err == nil {
 		res.url = res.jwksURI
-		var body []byte
-		body, res.status, res.maxAge, res.err = c.fetch.get(ctx, res.jwksURI)
+		res.body, res.status, res.maxAge, res.err = c.fetch.get(ctx, res.jwksURI)
 		if res.err == nil {
-			res.ks, res.skipped, res.err = parseJWKS(body, false)
+			res.ks, res.skipped, res.err = parseJWKS(res.body, false)
 		}
 	}
 	res.elapsed = c.now().Sub(start)
@@ -299,7 +341,8 @@ func (c *jwksCache) record(res fetchResult) {
 		}
 		if prev := c.current.Load(); prev != nil {
 			age := c.now().Sub(prev.fetchedAt)
-			fields = append(fields, zap.Duration("keys_age", age), zap.Bool("keys_usable", age <= c.cfg.maxStale))
+			fields = append(fields, zap.Duration("keys_age", age), zap.Bool("keys_usable", age <= c.cfg.maxStale),
+				zap.String("keys_origin", string(c.origin)))
 			c.log().Warn("JWKS refresh failed; keeping the last good keys", fields...)
 		} else {
 			c.log().Warn("JWKS fetch failed; provider has no keys yet", fields...)
@@ -310,8 +353,9 @@ func (c *jwksCache) record(res fetchResult) {
 	ks := res.ks
 	ks.fetchedAt = now
 	if res.discovered {
-		c.jwksURI = res.jwksURI
+		c.jwksURI, c.discovery = res.jwksURI, res.discovery
 	}
+	c.origin = originNetwork
 	c.failures = 0
 	c.lastErr = nil
 	if prev := c.current.Load(); prev != nil && prev.fingerprint == ks.fingerprint {
@@ -322,6 +366,7 @@ func (c *jwksCache) record(res fetchResult) {
 	}
 	c.current.Store(ks)
 	c.successes.Add(1)
+	c.queueStoreLocked(res.body, now)
 	interval := c.nextInterval(res.maxAge)
 	c.nextAttempt = now.Add(interval)
 	c.log().Info("JWKS fetched",
@@ -393,25 +438,31 @@ func (c *jwksCache) forceRefresh() (<-chan struct{}, time.Duration) {
 // cacheStatus is a snapshot of a key cache, for the admin API, the CLI and
 // the metrics.
 type cacheStatus struct {
-	keys        *keySet // the current keys, stale ones included; nil before the first success
-	usable      bool    // keys are present and within max_stale
-	pending     bool    // no fetch has ended yet
+	keys        *keySet   // the current keys, stale ones included; nil before the first success
+	origin      keyOrigin // where keys came from
+	usable      bool      // keys are present and within max_stale
+	pending     bool      // no fetch has ended yet
 	lastAttempt time.Time
 	nextAttempt time.Time
 	lastErr     error
 	successes   int64
 	errors      int64
 	now         time.Time // the cache's clock when the snapshot was taken
+	stored      storeStatus
 }
 
 // status returns a snapshot of the cache.
 func (c *jwksCache) status() cacheStatus {
 	now := c.now()
-	st := cacheStatus{keys: c.current.Load(), successes: c.successes.Load(), errors: c.errs.Load(), now: now}
-	st.usable = st.keys != nil && now.Sub(st.keys.fetchedAt) <= c.cfg.maxStale
+	st := cacheStatus{successes: c.successes.Load(), errors: c.errs.Load(), now: now}
 	c.mu.Lock()
+	st.keys, st.origin = c.current.Load(), c.origin
 	st.lastAttempt, st.nextAttempt, st.lastErr = c.lastAttempt, c.nextAttempt, c.lastErr
 	c.mu.Unlock()
+	st.usable = st.keys != nil && now.Sub(st.keys.fetchedAt) <= c.cfg.maxStale
+	if c.store != nil {
+		st.stored = c.store.status()
+	}
 	select {
 	case <-c.firstDone:
 	default:

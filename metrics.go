@@ -87,7 +87,7 @@ func (m *metricSet) outcomes(provider string) *outcomeCounters {
 // keyCollector reports the key state of every loaded provider when
 // scraped.
 type keyCollector struct {
-	fetches, keysLoaded, lastFetch *prometheus.Desc
+	fetches, keysLoaded, lastFetch, fromStorage, storeWrites *prometheus.Desc
 }
 
 func newKeyCollector() keyCollector {
@@ -98,7 +98,11 @@ func newKeyCollector() keyCollector {
 		keysLoaded: prometheus.NewDesc(name("keys_loaded"),
 			"Usable keys currently loaded, by provider.", []string{"provider"}, nil),
 		lastFetch: prometheus.NewDesc(name("last_successful_fetch_timestamp_seconds"),
-			"Unix time of the last successful key fetch, by provider.", []string{"provider"}, nil),
+			"Unix time of the last successful key fetch, by provider (for keys loaded from storage, the time they were fetched).", []string{"provider"}, nil),
+		fromStorage: prometheus.NewDesc(name("keys_from_storage"),
+			"1 when a provider's current keys were loaded from Caddy's storage (an earlier fetch, before a restart or by another node), 0 when fetched by this Caddy.", []string{"provider"}, nil),
+		storeWrites: prometheus.NewDesc(name("key_storage_writes_total"),
+			"Writes of a provider's keys to Caddy's storage, by result (success or error).", []string{"provider", "result"}, nil),
 	}
 }
 
@@ -107,6 +111,8 @@ func (k keyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- k.fetches
 	ch <- k.keysLoaded
 	ch <- k.lastFetch
+	ch <- k.fromStorage
+	ch <- k.storeWrites
 }
 
 // Collect implements prometheus.Collector. A name listed twice (during a
@@ -131,6 +137,15 @@ func (k keyCollector) Collect(ch chan<- prometheus.Metric) {
 		if st.keys != nil {
 			ch <- prometheus.MustNewConstMetric(k.keysLoaded, prometheus.GaugeValue, float64(len(st.keys.all)), lp.name)
 			ch <- prometheus.MustNewConstMetric(k.lastFetch, prometheus.GaugeValue, float64(st.keys.fetchedAt.Unix()), lp.name)
+			fromStorage := 0.0
+			if st.origin == originStorage {
+				fromStorage = 1
+			}
+			ch <- prometheus.MustNewConstMetric(k.fromStorage, prometheus.GaugeValue, fromStorage, lp.name)
+		}
+		if st.stored.enabled {
+			ch <- prometheus.MustNewConstMetric(k.storeWrites, prometheus.CounterValue, float64(st.stored.writes), lp.name, "success")
+			ch <- prometheus.MustNewConstMetric(k.storeWrites, prometheus.CounterValue, float64(st.stored.errors), lp.name, "error")
 		}
 	}
 }

@@ -79,6 +79,14 @@ type Provider struct {
 	// accepted value is `at+jwt`.
 	RequireTyp string `json:"require_typ,omitempty"`
 
+	// Keep the last good keys in Caddy's storage (the config's `storage`
+	// module), so that a Caddy starting while the provider is down (a
+	// restart, a new node of a fleet sharing the storage) starts from
+	// them, within max_stale of when they were fetched. Only public keys
+	// are stored. Default: true. Not valid with jwks_file, whose keys are
+	// never stored.
+	PersistKeys *bool `json:"persist_keys,omitempty"`
+
 	// For a multi-tenant issuer written as a template with one `{tenant}`
 	// variable (`https://login.microsoftonline.com/{tenant}/v2.0`): the
 	// allowed tenant ids, or `*` for any. The token's `iss` must match
@@ -108,6 +116,7 @@ type keySpec struct {
 	file     string // jwks_file path, or ""
 	allowOct bool   // the file may hold HMAC keys (HS* is allowed)
 	fetch    fetchConfig
+	persist  bool // remote keys are kept in Caddy's storage (persist_keys)
 }
 
 // source names the key source for the admin API.
@@ -158,6 +167,9 @@ func (p *Provider) compile(name string) (*provider, keySpec, error) {
 	if err := p.checkTenants(); err != nil {
 		return nil, keySpec{}, err
 	}
+	if p.PersistKeys != nil && p.JWKSFile != "" {
+		return nil, keySpec{}, errors.New("persist_keys: only for keys fetched over the network (jwks_uri or discovery); jwks_file keys are never stored")
+	}
 	if p.RequireTyp != "" && !strings.EqualFold(p.RequireTyp, "at+jwt") {
 		return nil, keySpec{}, fmt.Errorf("require_typ: %q is not supported (only at+jwt)", p.RequireTyp)
 	}
@@ -192,7 +204,7 @@ func (p *Provider) compile(name string) (*provider, keySpec, error) {
 	if fc.jwksURI == "" && fc.discoveryURI == "" {
 		fc.discoveryURI = strings.TrimSuffix(p.Issuer, "/") + discoveryWellKnownPath
 	}
-	return rp, keySpec{fetch: fc}, nil
+	return rp, keySpec{fetch: fc, persist: p.PersistKeys == nil || *p.PersistKeys}, nil
 }
 
 // checkSource checks the issuer, the audiences and the key source.

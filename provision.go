@@ -16,8 +16,10 @@ import (
 // Provision sets up the handler in two steps: compile, which checks the
 // whole configuration and builds its runtime form without any I/O, then
 // acquire, which loads jwks_file keys and takes the (pooled) key caches,
-// whose first fetches start in the background. A configuration refused
-// by compile has fetched nothing.
+// whose first fetches start in the background; new caches read their
+// stored keys meanwhile, which Provision waits for (at most
+// storageLoadTimeout in all). A configuration refused by compile has
+// fetched nothing.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.obs.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
@@ -36,12 +38,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.obs.logger.Warn("resource_metadata: the resource is not an audience of any provider; clients following RFC 8707 ask for tokens whose aud is the resource, and those tokens are refused with bad_audience",
 			zap.String("resource", h.req.meta.resource), zap.Strings("providers", h.names))
 	}
+	store := h.persistStorage(ctx)
 	for i, p := range h.providers {
 		p.counters = h.obs.metrics.outcomes(p.name)
-		if err := h.acquire(p, specs[i]); err != nil {
+		if err := h.acquire(p, specs[i], store); err != nil {
 			return err
 		}
 	}
+	h.awaitStoredKeys()
 	return nil
 }
 
@@ -254,8 +258,9 @@ func checkHeaderName(field, name string) error {
 }
 
 // acquire gives p its keys: a jwks_file is read now; a remote source's
-// key cache is taken from the pool (and started when new).
-func (h *Handler) acquire(p *provider, spec keySpec) error {
+// key cache is taken from the pool (and started when new), persisting its
+// keys to store unless the provider has persist_keys off.
+func (h *Handler) acquire(p *provider, spec keySpec, store keyStorage) error {
 	if spec.file != "" {
 		ks, data, skipped, err := loadJWKSFile(spec.file, spec.allowOct)
 		for _, s := range skipped {
@@ -273,7 +278,12 @@ func (h *Handler) acquire(p *provider, spec keySpec) error {
 		h.obs.logger.Warn("insecure_http: keys may be fetched over plain HTTP, which lets a network attacker substitute them",
 			zap.String("provider", p.name), zap.String("url", spec.fetch.sourceURL()))
 	}
-	key, lp, err := acquireRemote(p.name, p.issuer, spec.source(), spec.fetch, h.deps)
+	deps := h.deps
+	deps.storage = nil
+	if spec.persist {
+		deps.storage = store
+	}
+	key, lp, err := acquireRemote(p.name, p.issuer, spec.source(), spec.fetch, deps)
 	if err != nil {
 		return fmt.Errorf("provider %q: key cache: %w", p.name, err)
 	}

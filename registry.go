@@ -54,10 +54,15 @@ func fileKeyID(path string, data []byte) string {
 
 // acquireRemote returns the record of a remote-keys provider, creating it
 // and, when no other provider uses the same source, its key cache (whose
-// first fetch starts at once). The caller releases it with
-// liveProviders.Delete(key).
+// first fetch and read of the stored keys start at once). The cache
+// persists its keys to deps.storage (none when nil) for its whole life;
+// providers naming another storage get another cache. The caller releases
+// the record with liveProviders.Delete(key).
 func acquireRemote(name, issuer, source string, fc fetchConfig, deps runtimeDeps) (string, *liveProvider, error) {
-	poolKey := fc.poolKey()
+	if deps.noStorage {
+		deps.storage = nil
+	}
+	poolKey := fc.poolKey() + "|storage=" + storageID(deps.storage)
 	key := liveKey(name, issuer, poolKey)
 	val, _, err := liveProviders.LoadOrNew(key, func() (caddy.Destructor, error) {
 		cv, _, err := cachePool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
