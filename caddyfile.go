@@ -86,6 +86,19 @@ func blockStart(d *caddyfile.Dispenser) (once func(opt string) error, err error)
 //			scopes_supported <scope>...
 //		}
 //		error_format         json
+//		dpop {
+//			mode              allowed|required
+//			algorithms        <alg>...
+//			proof_max_age     <duration>
+//			nonce_secret      <secret>
+//			nonce_lifetime    <duration>
+//			replay_cache_size <entries>
+//			origin            <scheme://host[:port]>
+//		}
+//		certificate_binding {
+//			mode   allowed|required
+//			header <name>
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	once, err := blockStart(d)
@@ -283,6 +296,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := stringArg(d, &h.ErrorFormat, checkErrorFormat); err != nil {
+				return err
+			}
+
+		case "dpop":
+			if err := once(opt); err != nil {
+				return err
+			}
+			h.DPoP = new(DPoP)
+			if err := h.DPoP.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+
+		case "certificate_binding":
+			if err := once(opt); err != nil {
+				return err
+			}
+			h.CertificateBinding = new(CertificateBinding)
+			if err := h.CertificateBinding.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
 

@@ -45,6 +45,8 @@ type Claims struct {
 	notAfter time.Time // expiry plus leeway: accepted strictly before this
 	// notBefore is max(nbf, iat) minus leeway: accepted from this instant.
 	notBefore time.Time
+	// cnf is the parsed cnf claim (DPoP key, client certificate), or nil.
+	cnf *cnfBinding
 	// replaceFn is replace as a function value, made once so that a
 	// cached token's requests do not allocate it again.
 	replaceFn caddy.ReplacerFunc
@@ -239,6 +241,19 @@ func (c *Claims) replace(key string) (any, bool) {
 	case "http.auth.jwt.claims_json":
 		return string(c.raw), true
 	case "http.auth.jwt.error":
+		return "", true
+	case "http.auth.jwt.dpop.jkt":
+		// A token with cnf.jkt is accepted only with a proof whose key
+		// has this thumbprint.
+		if c.cnf != nil && c.cnf.hasJKT {
+			return c.cnf.jktStr, true
+		}
+		return "", true
+	case "http.auth.jwt.cnf.x5t#S256":
+		// Likewise, only with the client certificate of this digest.
+		if c.cnf != nil && c.cnf.hasX5T {
+			return c.cnf.x5tStr, true
+		}
 		return "", true
 	}
 	if name, ok := strings.CutPrefix(key, "http.auth.jwt.claims."); ok {

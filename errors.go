@@ -26,6 +26,12 @@ const (
 	reasonBadClaim
 	reasonUnavailable
 	reasonForbidden
+	reasonDPoPProofMissing
+	reasonDPoPProofInvalid
+	reasonDPoPProofReplayed
+	reasonDPoPNonceRequired
+	reasonKeyBindingMismatch
+	reasonCertBindingMismatch
 	reasonCount
 )
 
@@ -52,6 +58,13 @@ var reasons = [reasonCount]reasonInfo{
 	reasonBadClaim:       {"bad_claim", http.StatusUnauthorized, "token claim has an invalid value"},
 	reasonUnavailable:    {"unavailable", http.StatusServiceUnavailable, "signing keys unavailable"},
 	reasonForbidden:      {"forbidden", http.StatusForbidden, "token lacks the required scope or claims"},
+
+	reasonDPoPProofMissing:    {"dpop_proof_missing", http.StatusUnauthorized, "DPoP proof missing"},
+	reasonDPoPProofInvalid:    {"dpop_proof_invalid", http.StatusUnauthorized, "DPoP proof invalid"},
+	reasonDPoPProofReplayed:   {"dpop_proof_replayed", http.StatusUnauthorized, "DPoP proof already used"},
+	reasonDPoPNonceRequired:   {"dpop_nonce_required", http.StatusUnauthorized, "DPoP proof needs a fresh server nonce"},
+	reasonKeyBindingMismatch:  {"key_binding_mismatch", http.StatusUnauthorized, "token is not bound to the DPoP proof key"},
+	reasonCertBindingMismatch: {"cert_binding_mismatch", http.StatusUnauthorized, "token is not bound to the client certificate"},
 }
 
 // String returns the stable reason code.
@@ -81,10 +94,12 @@ const (
 	stepKey                   // a key fits the kid and alg
 	stepSignature             // the signature
 	stepRequire               // the require rules
+	stepProof                 // the DPoP proof (RFC 9449 section 4.3)
+	stepBinding               // the token's cnf binding (DPoP key, client certificate)
 	stepCount
 )
 
-var stepNames = [stepCount]string{"request", "shape", "header", "payload", "issuer", "algorithm", "time", "audience", "claims", "keys", "key", "signature", "require"}
+var stepNames = [stepCount]string{"request", "shape", "header", "payload", "issuer", "algorithm", "time", "audience", "claims", "keys", "key", "signature", "require", "proof", "binding"}
 
 // String returns the step's name.
 func (s step) String() string {

@@ -5,6 +5,7 @@ package oauth2jwt
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -112,12 +113,23 @@ type Handler struct {
 	// application/problem+json body with the reason code.
 	ErrorFormat string `json:"error_format,omitempty"`
 
+	// Accept DPoP-bound tokens (RFC 9449). Tokens bound to a DPoP key
+	// (cnf.jkt) are refused as Bearer even without this block.
+	DPoP *DPoP `json:"dpop,omitempty"`
+
+	// Certificate-bound tokens (RFC 8705): the mode, and the certificate
+	// header of a trusted TLS-terminating proxy. Tokens bound to a
+	// certificate (cnf.x5t#S256) are checked against the TLS client
+	// certificate even without this block.
+	CertificateBinding *CertificateBinding `json:"certificate_binding,omitempty"`
+
 	// The runtime form of the configuration, compiled by Provision.
 	verifier  verifier    // the token checks, and the providers by issuer
 	providers []*provider // in names order
 	names     []string    // provider names, sorted
 	req       requestPolicy
 	cache     *tokenCache // the verified-token cache, or nil
+	bind      bindingPolicy
 
 	leases []string    // liveProviders keys this instance holds, given back by Cleanup
 	obs    observers   // logger and metric handles
@@ -160,6 +172,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if len(h.req.fwd.reserved) > 0 {
 		h.req.fwd.scrub(r.Header)
 	}
+	h.bind.cert.scrubCertHeader(r)
 	if h.req.meta != nil && h.req.meta.serve(w, r) {
 		return nil
 	}
@@ -175,43 +188,71 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	token, src, aerr := extractToken(r, h.req.sources, h.MaxTokenSize)
+	token, src, aerr := extractToken(r, h.req.sources, h.MaxTokenSize, h.bind.dpop != nil)
 	if aerr != nil {
 		if aerr == errMissingToken && h.AllowMissing {
 			return h.passAnonymous(w, r, repl, next)
 		}
-		return h.reject(w, r, repl, nil, aerr)
+		return h.reject(w, r, repl, nil, aerr, schemeNone)
 	}
+	sch := schemeOf(src)
 	if len(token) > h.MaxTokenSize {
 		// Refused before it is hashed, scanned or decoded.
-		return h.reject(w, r, repl, nil, errTooLarge)
+		return h.reject(w, r, repl, nil, errTooLarge, sch)
 	}
 	now := h.verifier.now()
 	if h.cache != nil {
 		if e := h.cache.get(token, now); e != nil {
 			ks, aerr := e.p.keys.keysAt(now)
 			if aerr != nil {
-				return h.reject(w, r, repl, e.p, aerr)
+				return h.reject(w, r, repl, e.p, aerr, sch)
 			}
 			if ks.gen == e.gen {
 				h.obs.cacheHit.Inc()
-				return h.accept(w, r, repl, src, e.p, e.claims, next)
+				// The cache skips the token's signature only: the
+				// binding and every DPoP proof check run again.
+				return h.acceptBound(w, r, repl, src, e.p, e.claims, token, now, next)
 			}
 		}
 		h.obs.cacheMiss.Inc()
 	}
 	if hasSeparator(token) {
-		return h.reject(w, r, repl, nil, errBadHeader)
+		return h.reject(w, r, repl, nil, errBadHeader, schemeNone)
 	}
 	claims, p, gen, aerr := h.verifier.verify(r.Context(), token, now)
 	if aerr != nil {
-		return h.reject(w, r, repl, p, aerr)
+		return h.reject(w, r, repl, p, aerr, sch)
+	}
+	// The cnf claim is parsed once per verified token, before the claims
+	// are shared (cache, replacer): a cached hit costs nothing more.
+	if claims.cnf, aerr = parseCnf(claims.top); aerr != nil {
+		return h.reject(w, r, repl, p, aerr, sch)
 	}
 	if h.cache != nil {
 		// Clone: the token is a substring of the request's header (or
 		// cookie, or query), which the cache must not keep alive.
 		if h.cache.put(strings.Clone(token), &cachedToken{claims: claims, p: p, gen: gen}, now) {
 			h.obs.metrics.cacheEvicted.Inc()
+		}
+	}
+	return h.acceptBound(w, r, repl, src, p, claims, token, now, next)
+}
+
+// acceptBound runs the binding checks (DPoP proof, cnf, client
+// certificate) of a verified token, then accepts the request.
+func (h *Handler) acceptBound(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, token string, now time.Time, next caddyhttp.Handler) error {
+	if claims.cnf != nil || h.bind.dpop != nil || h.bind.cert.required {
+		nonce, aerr := h.checkBinding(r, token, src == dpopSource, p, claims, now)
+		if aerr != nil {
+			return h.reject(w, r, repl, p, aerr, schemeOf(src))
+		}
+		if nonce != "" {
+			hdr := w.Header()
+			hdr.Set("DPoP-Nonce", nonce)
+			hdr.Set("Cache-Control", "no-store")
+			if r.Header.Get("Origin") != "" {
+				hdr.Add("Access-Control-Expose-Headers", "DPoP-Nonce")
+			}
 		}
 	}
 	return h.accept(w, r, repl, src, p, claims, next)
@@ -227,7 +268,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Rep
 		repl.Map(claims.replaceFn)
 	}
 	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
-		return h.reject(w, r, repl, p, errForbidden)
+		return h.reject(w, r, repl, p, errForbidden, schemeOf(src))
 	}
 	p.counters[reasonOK].Inc()
 	h.req.fwd.apply(r.Header, claims)
@@ -249,6 +290,7 @@ func (h *Handler) passAnonymous(w http.ResponseWriter, r *http.Request, repl *ca
 func (h *Handler) passOn(r *http.Request) {
 	if h.req.fwd.stripAuth {
 		delete(r.Header, "Authorization")
+		delete(r.Header, "Dpop")
 	}
 	// Every query source's parameter goes, whichever source (if any)
 	// yielded the token: a token in the URL never travels on.

@@ -121,23 +121,50 @@ func (h *Handler) compile(repl *caddy.Replacer) ([]keySpec, error) {
 		}
 	}
 	h.req.fwd = newForwarding(h.ForwardClaims, h.ForwardClaimsJSON, h.StripAuthorization)
+	if err := h.compileBinding(repl); err != nil {
+		return nil, err
+	}
 	metaURL := ""
 	if h.ResourceMetadata != nil {
 		rm := *h.ResourceMetadata
 		rm.Resource = repl.ReplaceKnown(rm.Resource, "")
-		meta, err := rm.compile(publicIssuers, bearerMethods)
+		meta, err := rm.compile(publicIssuers, bearerMethods, h.bind.metadata())
 		if err != nil {
 			return nil, err
 		}
 		h.req.meta, metaURL = meta, meta.url
 	}
-	h.req.challenges = buildChallenges(h.Realm, h.req.missing, strings.Join(scopesOf(h.Require, nil), " "), metaURL)
+	var dc *dpopChallenge
+	if d := h.bind.dpop; d != nil {
+		dc = &dpopChallenge{algs: d.algsAttr, required: d.required}
+	}
+	h.req.challenges = buildChallenges(h.Realm, h.req.missing, strings.Join(scopesOf(h.Require, nil), " "), metaURL, dc)
 	h.req.problems = nil
 	if h.ErrorFormat == "json" {
 		p := buildProblems(h.req.missing)
 		h.req.problems = &p
 	}
 	return specs, nil
+}
+
+// compileBinding compiles the dpop and certificate_binding blocks.
+func (h *Handler) compileBinding(repl *caddy.Replacer) error {
+	h.bind = bindingPolicy{}
+	if h.DPoP != nil {
+		d, err := h.DPoP.compile(repl)
+		if err != nil {
+			return err
+		}
+		h.bind.dpop = d
+	}
+	if h.CertificateBinding != nil {
+		cp, err := h.CertificateBinding.compile()
+		if err != nil {
+			return err
+		}
+		h.bind.cert = cp
+	}
+	return nil
 }
 
 // compileProviders compiles every provider, in name order, into

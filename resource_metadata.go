@@ -37,9 +37,10 @@ type resourceMetadata struct {
 }
 
 // compile builds the document of the oauth2_jwt resource_metadata block:
-// the authorization servers are the providers' issuers.
-func (m *ResourceMetadata) compile(issuers []string, bearerMethods []string) (*resourceMetadata, error) {
-	rm, err := newResourceMetadata(m.Resource, issuers, m.ScopesSupported, bearerMethods)
+// the authorization servers are the providers' issuers; extra holds
+// further members (the sender-constraint ones, see bindingPolicy.metadata).
+func (m *ResourceMetadata) compile(issuers []string, bearerMethods []string, extra map[string]any) (*resourceMetadata, error) {
+	rm, err := newResourceMetadataWith(m.Resource, issuers, m.ScopesSupported, bearerMethods, extra)
 	if err != nil {
 		return nil, fmt.Errorf("resource_metadata: %w", err)
 	}
@@ -70,6 +71,11 @@ func checkResource(resource string) (*url.URL, error) {
 // document. It is the one implementation behind both the oauth2_jwt
 // resource_metadata block and the oauth2_resource_metadata handler.
 func newResourceMetadata(resource string, authServers, scopes, bearerMethods []string) (*resourceMetadata, error) {
+	return newResourceMetadataWith(resource, authServers, scopes, bearerMethods, nil)
+}
+
+// newResourceMetadataWith is newResourceMetadata with extra members.
+func newResourceMetadataWith(resource string, authServers, scopes, bearerMethods []string, extra map[string]any) (*resourceMetadata, error) {
 	u, err := checkResource(resource)
 	if err != nil {
 		return nil, err
@@ -87,11 +93,35 @@ func newResourceMetadata(resource string, authServers, scopes, bearerMethods []s
 	if len(scopes) > 0 {
 		doc["scopes_supported"] = scopes
 	}
+	for k, v := range extra {
+		doc[k] = v
+	}
 	rm.body, err = json.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the document: %w", err)
 	}
 	return rm, nil
+}
+
+// metadata returns the RFC 9728 members describing sender-constrained
+// tokens: dpop_signing_alg_values_supported and
+// dpop_bound_access_tokens_required with a dpop block,
+// tls_client_certificate_bound_access_tokens with a certificate_binding
+// block.
+func (b *bindingPolicy) metadata() map[string]any {
+	m := map[string]any{}
+	if d := b.dpop; d != nil {
+		algs := make([]string, len(d.algs))
+		for i, a := range d.algs {
+			algs[i] = string(a)
+		}
+		m["dpop_signing_alg_values_supported"] = algs
+		m["dpop_bound_access_tokens_required"] = d.required
+	}
+	if b.cert.configured {
+		m["tls_client_certificate_bound_access_tokens"] = true
+	}
+	return m
 }
 
 // metadataMethods are the methods the document answers, for Allow and

@@ -75,10 +75,29 @@ func (s TokenSource) provisioned() tokenSource {
 	}
 }
 
+// dpopSource is the source of a token sent as `Authorization: DPoP`.
+var dpopSource = &tokenSource{kind: sourceHeader, name: "Authorization", scheme: "DPoP"}
+
+// schemeOf tells the authentication scheme a token came with, which picks
+// the challenge its rejection carries.
+func schemeOf(src *tokenSource) authScheme {
+	if src == dpopSource {
+		return schemeDPoP
+	}
+	return schemeBearer
+}
+
 // extractToken finds the request's token in the configured sources, in
 // order. It returns the source that yielded it (nil for the default
-// Authorization: Bearer), or errMissingToken when no source has one.
-func extractToken(r *http.Request, sources []tokenSource, maxTokenSize int) (string, *tokenSource, *authError) {
+// Authorization: Bearer, dpopSource for `Authorization: DPoP` when dpop
+// is true), or errMissingToken when no source has one. Without dpop,
+// `Authorization: DPoP` is no credential.
+func extractToken(r *http.Request, sources []tokenSource, maxTokenSize int, dpop bool) (string, *tokenSource, *authError) {
+	if dpop {
+		if tok, ok, aerr := dpopToken(r.Header, maxTokenSize); aerr != nil || ok {
+			return tok, dpopSource, aerr
+		}
+	}
 	if len(sources) == 0 {
 		tok, aerr := bearerToken(r.Header, maxTokenSize)
 		return tok, nil, aerr
@@ -204,6 +223,33 @@ func bearerToken(h http.Header, maxTokenSize int) (string, *authError) {
 	// The token's characters are checked by the caller (isB64Token) only
 	// when it is not a cached, already verified token.
 	return tok, nil
+}
+
+// dpopToken extracts the token of an `Authorization: DPoP` header; ok is
+// false when the header has another scheme or is absent.
+func dpopToken(h http.Header, maxTokenSize int) (tok string, ok bool, aerr *authError) {
+	vals := h["Authorization"]
+	if len(vals) == 0 {
+		return "", false, nil
+	}
+	if len(vals) > 1 {
+		return "", false, errSeveralHeaders
+	}
+	v := vals[0]
+	if len(v) < 4 || !strings.EqualFold(v[:4], "dpop") || (len(v) > 4 && v[4] != ' ') {
+		if len(v) > 4 && strings.EqualFold(v[:4], "dpop") && (v[4] < 0x21 || v[4] == 0x7f) {
+			return "", false, errBadHeader
+		}
+		return "", false, nil
+	}
+	if len(v) > headerLimit(maxTokenSize) {
+		return "", false, errHeaderTooLarge
+	}
+	tok = strings.TrimLeft(v[min(len(v), 5):], " ")
+	if tok == "" {
+		return "", false, errMissingToken
+	}
+	return tok, true, nil
 }
 
 // headerLimit is the largest Authorization header value considered at all;
