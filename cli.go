@@ -11,18 +11,21 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oauth2-jwt",
-		Usage: "inspect|token|keygen",
+		Usage: "inspect|token|dpop-proof|keygen",
 		Short: "Inspect, mint and sign bearer tokens for the oauth2_jwt module",
 		Long: `
 Tools for the oauth2_jwt module:
 
-  inspect   reads a token on stdin, prints its header and claims and, given a
-            config, which provider it selects and which check passes or fails
-  token     mints a token signed with a private key, for local testing
-  keygen    writes a private key (JWK) and the matching public JWKS
+  inspect     reads a token on stdin, prints its header and claims and, given
+              a config, which provider it selects and which check passes or
+              fails (with --dpop: also the DPoP proof and binding checks)
+  token       mints a token signed with a private key, for local testing
+              (--dpop-key binds it to a DPoP key, --cnf-x5t to a certificate)
+  dpop-proof  prints a DPoP proof for one request, to send with such a token
+  keygen      writes a private key (JWK) and the matching public JWKS
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			for _, sub := range []*cobra.Command{inspectCommand(), tokenCommand(), keygenCommand()} {
+			for _, sub := range []*cobra.Command{inspectCommand(), tokenCommand(), dpopProofCommand(), keygenCommand()} {
 				sub.RunE = withExitCode(sub.RunE)
 				cmd.AddCommand(sub)
 			}

@@ -2,11 +2,15 @@ package oauth2jwt
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -16,13 +20,14 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 )
 
 func inspectCommand() *cobra.Command {
-	var configFile, adapter string
+	var configFile, adapter, proof, proofFile, method, rawURL string
 	c := &cobra.Command{
-		Use:   "inspect [--config <file>] [--adapter <name>] < token",
+		Use:   "inspect [--config <file>] [--adapter <name>] [--dpop <proof> --method GET --url <url>] < token",
 		Short: "Explain why a token (read on stdin) is accepted or rejected",
 		Long: `Reads a token on stdin (a leading "Bearer " is ignored) and prints its header
 and claims.
@@ -34,6 +39,16 @@ unknown issuer the issuers that would be accepted, for a wrong audience the
 token's audiences and the accepted ones. The config is read as "caddy run"
 reads it: the caddyfile adapter for files named Caddyfile*, *.caddyfile, else
 JSON, unless --adapter is given.
+
+With --dpop <proof> (or --dpop-file), the token is taken as sent with
+"Authorization: DPoP" and that proof, for the request --method --url (the URL
+the client called, as the proof's htu must name it): after the token's own
+checks, the handler's DPoP proof checks (RFC 9449) and its cnf binding run, and
+the first that fails is named with its reason (dpop_proof_invalid,
+dpop_nonce_required, key_binding_mismatch...). Without --dpop, a token bound to
+a DPoP key (cnf.jkt) is refused as the module refuses it when sent as Bearer.
+inspect presents no client certificate, so a certificate-bound token
+(cnf.x5t#S256) fails its binding check.
 
 Without --config, only the token's shape and its exp, nbf and iat are checked
 (with the module's default leeway of 60s); the signature, issuer and audience
@@ -67,10 +82,17 @@ Exit codes:
 			if token == "" {
 				return &exitError{exitUsage, errors.New("no token on stdin: pipe one in, e.g. caddy oauth2-jwt inspect < token.txt")}
 			}
+			pr, err := presentedFromFlags(cmd, proof, proofFile, method, rawURL)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
 			var ok bool
 			if configFile == "" {
 				if adapter != "" {
 					return &exitError{exitUsage, errors.New("--adapter needs --config")}
+				}
+				if pr.proof != "" {
+					return &exitError{exitUsage, errors.New("--dpop needs --config: the proof is checked by a handler's dpop block")}
 				}
 				ok = inspectToken(cmd.OutOrStdout(), token)
 			} else {
@@ -83,7 +105,7 @@ Exit codes:
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
-				ok, err = inspect(base, cmd.OutOrStdout(), token, cfg)
+				ok, err = inspectPresented(base, cmd.OutOrStdout(), token, cfg, pr)
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
@@ -96,7 +118,69 @@ Exit codes:
 	}
 	c.Flags().StringVarP(&configFile, "config", "c", "", "Caddy config file (Caddyfile or JSON) holding oauth2_jwt handlers")
 	c.Flags().StringVarP(&adapter, "adapter", "a", "", `config adapter (default: "caddyfile" for files named Caddyfile* or *.caddyfile, else JSON)`)
+	c.Flags().StringVar(&proof, "dpop", "", "the DPoP proof sent with the token (the DPoP header's value)")
+	c.Flags().StringVar(&proofFile, "dpop-file", "", "a file holding the DPoP proof")
+	c.Flags().StringVar(&method, "method", http.MethodGet, "with --dpop: the request's method")
+	c.Flags().StringVar(&rawURL, "url", "", "with --dpop: the URL the client requested")
 	return c
+}
+
+// presented is how inspect takes the token to be sent: as Bearer (zero
+// value), or with Authorization: DPoP, a proof, and the request it is for.
+type presented struct {
+	proof, method, url string
+}
+
+// presentedFromFlags checks inspect's DPoP flags.
+func presentedFromFlags(cmd *cobra.Command, proof, proofFile, method, rawURL string) (presented, error) {
+	if proof != "" && proofFile != "" {
+		return presented{}, errors.New("give --dpop or --dpop-file, not both")
+	}
+	if proofFile != "" {
+		data, err := os.ReadFile(proofFile)
+		if err != nil {
+			return presented{}, fmt.Errorf("reading --dpop-file: %w", err)
+		}
+		if proof = strings.TrimSpace(string(data)); proof == "" {
+			return presented{}, fmt.Errorf("--dpop-file %s is empty", proofFile)
+		}
+	}
+	if proof == "" {
+		if cmd.Flags().Changed("method") || cmd.Flags().Changed("url") {
+			return presented{}, errors.New("--method and --url describe the request of a DPoP proof: give --dpop or --dpop-file too")
+		}
+		return presented{}, nil
+	}
+	if rawURL == "" {
+		return presented{}, errors.New("--dpop needs --url, the URL the proof was made for")
+	}
+	if _, err := bindingRequest(method, rawURL, ""); err != nil {
+		return presented{}, err
+	}
+	return presented{proof: proof, method: method, url: rawURL}, nil
+}
+
+// bindingRequest builds the request checkBinding sees: method and URL
+// as a client sends them, with the proof (if any) as its DPoP header.
+func bindingRequest(method, rawURL, proof string) (*http.Request, error) {
+	if rawURL == "" {
+		rawURL = "http://localhost/"
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--url %q: want an absolute http or https URL", rawURL)
+	}
+	if method == "" || strings.ContainsAny(method, " \t\r\n") {
+		return nil, fmt.Errorf("--method %q: want an HTTP method such as GET", method)
+	}
+	r := &http.Request{Method: method, URL: u, Host: u.Host, Header: http.Header{}, RequestURI: u.RequestURI()}
+	if u.Scheme == "https" {
+		r.TLS = &tls.ConnectionState{} // the scheme the htu is built from; no client certificate
+	}
+	if proof != "" {
+		r.Header["Dpop"] = []string{proof}
+	}
+	return r, nil
 }
 
 // quietCaddy silences Caddy's logging until restore is called, and returns
@@ -374,10 +458,18 @@ func inspectToken(out io.Writer, token string) bool {
 // check of every oauth2_jwt handler of cfgJSON. Handlers are provisioned
 // in children of base. It reports whether any handler accepts the token.
 func inspect(base caddy.Context, out io.Writer, token string, cfgJSON []byte) (bool, error) {
+	return inspectPresented(base, out, token, cfgJSON, presented{})
+}
+
+// inspectPresented is inspect for a token presented as pr says.
+func inspectPresented(base caddy.Context, out io.Writer, token string, cfgJSON []byte, pr presented) (bool, error) {
 	if base.Context == nil {
 		base.Context = context.Background()
 	}
 	claims := printToken(out, token)
+	if pr.proof != "" {
+		printProof(out, pr)
+	}
 	var root any
 	if err := json.Unmarshal(cfgJSON, &root); err != nil {
 		return false, fmt.Errorf("config is not JSON: %w", err)
@@ -393,7 +485,7 @@ func inspect(base caddy.Context, out io.Writer, token string, cfgJSON []byte) (b
 		if err := json.Unmarshal(fh.raw, &h); err != nil {
 			return false, fmt.Errorf("handler %d (%s): %w", i+1, fh.at, err)
 		}
-		ok, err := inspectWith(base, out, i+1, len(handlers), fh.at, &h, token, claims)
+		ok, err := inspectWith(base, out, i+1, len(handlers), fh.at, &h, token, claims, pr)
 		if err != nil {
 			return false, err
 		}
@@ -402,7 +494,7 @@ func inspect(base caddy.Context, out io.Writer, token string, cfgJSON []byte) (b
 	return accepted, nil
 }
 
-func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any) (bool, error) {
+func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any, pr presented) (bool, error) {
 	cctx, cancel := caddy.NewContext(base)
 	defer cancel()
 	h.deps.noStorage = true // a diagnosis neither reads nor writes a Caddy's stored keys
@@ -427,19 +519,48 @@ func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Ha
 		}
 	}
 
-	verified, p, _, aerr := h.verifier.verify(base, token, h.verifier.now())
+	if pr.proof != "" && h.bind.dpop == nil {
+		fmt.Fprintf(out, "  [FAIL] proof: the handler has no dpop block, so Authorization: DPoP is no credential here\n")
+		fmt.Fprintf(out, "  result: REJECTED, %d %s\n", h.req.missing, reasonMissingToken)
+		return false, nil
+	}
+	now := h.verifier.now()
+	verified, p, _, aerr := h.verifier.verify(base, token, now)
 	if p != nil {
 		fmt.Fprintf(out, "  selects provider %q (issuer %s)\n", p.name, p.issuer)
+	}
+	steps := checkSteps
+	var req *http.Request
+	if aerr == nil {
+		// The module's own binding checks, as acceptBound runs them.
+		verified.cnf, aerr = parseCnf(verified.top)
+		if aerr == nil && (verified.cnf != nil || h.bind.dpop != nil || h.bind.cert.required || pr.proof != "") {
+			steps = append(slices.Clip(steps), stepProof.String(), stepBinding.String())
+			method := pr.method
+			if pr.proof == "" {
+				method = http.MethodGet // only the client certificate (none) matters
+			}
+			var err error
+			if req, err = bindingRequest(method, pr.url, pr.proof); err != nil {
+				return false, err
+			}
+			_, aerr = h.checkBinding(req, token, pr.proof != "", p, verified, now)
+		}
 	}
 	failed := ""
 	if aerr != nil {
 		failed = aerr.step.String()
 	}
-	for _, step := range checkSteps {
+	for _, step := range steps {
 		if step == failed {
 			fmt.Fprintf(out, "  [FAIL] %s: %s (%s)\n", step, aerr.reason, explain(aerr))
 			explainStep(out, step, h, p, claims)
+			explainBinding(out, aerr, h, req, pr, verified, now)
 			break
+		}
+		if step == stepProof.String() && pr.proof == "" {
+			fmt.Fprintf(out, "  [--]   %s (no --dpop: the token is sent as Bearer)\n", step)
+			continue
 		}
 		fmt.Fprintf(out, "  [ok]   %s\n", step)
 	}
@@ -486,6 +607,98 @@ func explainStep(out io.Writer, step string, h *Handler, p *provider, claims map
 			fmt.Fprintf(out, "%saccepted:  %s (provider %s)\n", indent, strings.Join(quoted, ", "), p.name)
 		}
 	}
+}
+
+// explainBinding says, after a failed proof or binding check, what the
+// proof carries next to what the handler expected.
+func explainBinding(out io.Writer, aerr *authError, h *Handler, req *http.Request, pr presented, c *Claims, now time.Time) {
+	const indent = "         "
+	pc := proofParts(pr.proof)
+	str := func(name string) string {
+		if v, ok := pc.claims[name]; ok {
+			b, _ := json.Marshal(v)
+			return string(b)
+		}
+		return "(none)"
+	}
+	switch aerr {
+	case errProofHTM:
+		fmt.Fprintf(out, "%sproof htm: %s\n%srequest:   %q (--method)\n", indent, str("htm"), indent, req.Method)
+	case errProofHTU:
+		fmt.Fprintf(out, "%sproof htu: %s\n%sexpected:  %q (from --url", indent, str("htu"), indent, h.bind.dpop.requestHTU(req))
+		if h.bind.dpop.origin != "" {
+			fmt.Fprintf(out, " and the dpop block's origin")
+		}
+		fmt.Fprintln(out, ", normalised)")
+	case errProofATH:
+		fmt.Fprintf(out, "%sproof ath: %s\n%sexpected:  the base64url SHA-256 of the token on stdin (dpop-proof --token)\n", indent, str("ath"), indent)
+	case errProofOld, errProofFuture:
+		if f, ok := pc.claims["iat"].(float64); ok {
+			fmt.Fprintf(out, "%sproof iat: %s, proof_max_age %s\n", indent, relative(time.Unix(int64(f), 0)), h.bind.dpop.maxAge)
+		}
+	case errNonceMissing, errNonceStale:
+		if h.bind.dpop.nonce != nil {
+			fmt.Fprintf(out, "%sthe handler would answer DPoP-Nonce: %s (make a new proof with dpop-proof --nonce)\n", indent, h.bind.dpop.nonce.mint(now))
+		}
+	case errKeyMismatch:
+		fmt.Fprintf(out, "%sproof jwk thumbprint: %s\n%stoken cnf.jkt:        %s\n", indent, pc.thumbprint, indent, c.cnf.jktStr)
+	case errBoundAsBearer:
+		fmt.Fprintf(out, "%sgive the proof with --dpop (and --method, --url) to check it as the module would\n", indent)
+	}
+}
+
+// proofView is a proof's decoded, unverified parts, for display.
+type proofView struct {
+	header, claims map[string]any
+	thumbprint     string // of the header's jwk, or "(none)"
+}
+
+// proofParts decodes a proof's header and claims without verifying it.
+func proofParts(proof string) proofView {
+	v := proofView{thumbprint: "(none)"}
+	parts := strings.Split(proof, ".")
+	for i, dst := range []*map[string]any{&v.header, &v.claims} {
+		if i >= len(parts) {
+			break
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err == nil {
+			_ = json.Unmarshal(raw, dst)
+		}
+	}
+	if jwkJSON, ok := v.header["jwk"]; ok {
+		b, _ := json.Marshal(jwkJSON)
+		var jwk jose.JSONWebKey
+		if jwk.UnmarshalJSON(b) == nil {
+			if t, err := jwk.Thumbprint(crypto.SHA256); err == nil {
+				v.thumbprint = base64.RawURLEncoding.EncodeToString(t)
+			}
+		}
+	}
+	return v
+}
+
+// printProof prints a proof's header and claims (not its signature) and
+// the request it is checked against.
+func printProof(out io.Writer, pr presented) {
+	v := proofParts(pr.proof)
+	fmt.Fprintf(out, "\nDPoP proof: %d bytes, for %s %s\n", len(pr.proof), pr.method, pr.url)
+	for _, part := range []struct {
+		title string
+		m     map[string]any
+	}{{"Proof header", v.header}, {"Proof claims", v.claims}} {
+		if part.m == nil {
+			fmt.Fprintf(out, "%s: not a base64url JSON object\n", part.title)
+			continue
+		}
+		b, _ := json.MarshalIndent(part.m, "", "  ")
+		fmt.Fprintf(out, "%s:\n%s\n", part.title, b)
+	}
+	if f, ok := v.claims["iat"].(float64); ok {
+		t := time.Unix(int64(f), 0)
+		fmt.Fprintf(out, "  iat = %s (%s)\n", t.UTC().Format(time.RFC3339), relative(t))
+	}
+	fmt.Fprintf(out, "  jwk thumbprint = %s\n", v.thumbprint)
 }
 
 // claimText renders a claim for explainStep: strings quoted, arrays as

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,18 +27,49 @@ import (
 )
 
 func tokenCommand() *cobra.Command {
-	var keyFile, iss, sub, alg, kid string
+	var keyFile, iss, sub, alg, kid, cnfKey, dpopKey, cnfX5t string
 	var aud, claimArgs []string
 	var ttl time.Duration
 	c := &cobra.Command{
-		Use:   "token --key <private JWK or PEM> --iss <issuer> --aud <audience> --sub <subject> [--ttl 1h] [--claim k=v]...",
+		Use:   "token --key <private JWK or PEM> --iss <issuer> --aud <audience> --sub <subject> [--ttl 1h] [--claim k=v]... [--dpop-key <JWK>] [--cnf-x5t <PEM cert>]",
 		Short: "Mint a signed token for local testing",
+		Long: `Mints a token signed with --key, for local testing.
+
+--cnf-key (or its alias --dpop-key) binds the token to a DPoP key (RFC 9449):
+it adds cnf.jkt, the RFC 7638 SHA-256 thumbprint of that key. The file may hold
+a public JWK, a private JWK (its public half is used, e.g. keygen's --private
+file) or a JWK set with one key (keygen's --jwks file).
+
+--cnf-x5t binds the token to a client certificate (RFC 8705): it adds
+cnf.x5t#S256, the SHA-256 of the first certificate of that PEM file.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			keyData, err := os.ReadFile(keyFile)
 			if err != nil {
 				return fmt.Errorf("reading --key: %w", err)
 			}
-			tok, err := mintToken(keyData, mintOptions{iss: iss, aud: aud, sub: sub, ttl: ttl, alg: alg, kid: kid, claims: claimArgs})
+			o := mintOptions{iss: iss, aud: aud, sub: sub, ttl: ttl, alg: alg, kid: kid, claims: claimArgs}
+			if cnfKey != "" && dpopKey != "" {
+				return errors.New("--cnf-key and --dpop-key are the same option; give one")
+			}
+			if f := cnfKey + dpopKey; f != "" {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("reading --dpop-key: %w", err)
+				}
+				if o.jkt, err = jwkThumbprintOf(data); err != nil {
+					return fmt.Errorf("--dpop-key %s: %w", f, err)
+				}
+			}
+			if cnfX5t != "" {
+				data, err := os.ReadFile(cnfX5t)
+				if err != nil {
+					return fmt.Errorf("reading --cnf-x5t: %w", err)
+				}
+				if o.x5t, err = certDigestOf(data); err != nil {
+					return fmt.Errorf("--cnf-x5t %s: %w", cnfX5t, err)
+				}
+			}
+			tok, err := mintToken(keyData, o)
 			if err != nil {
 				return err
 			}
@@ -53,12 +86,16 @@ func tokenCommand() *cobra.Command {
 	f.StringVar(&alg, "alg", "", "signature algorithm (default: the JWK's alg, or the key type's usual one)")
 	f.StringVar(&kid, "kid", "", "key id (default: the JWK's kid, or the key's thumbprint)")
 	f.StringArrayVar(&claimArgs, "claim", nil, "extra claim name=value; a JSON value (number, array, object) is kept as JSON (repeatable)")
+	f.StringVar(&cnfKey, "cnf-key", "", "bind the token to this DPoP key (public or private JWK, or a one-key JWK set): adds cnf.jkt")
+	f.StringVar(&dpopKey, "dpop-key", "", "alias of --cnf-key")
+	f.StringVar(&cnfX5t, "cnf-x5t", "", "bind the token to this client certificate (PEM): adds cnf.x5t#S256")
 	_ = c.MarkFlagRequired("key")
 	return c
 }
 
 type mintOptions struct {
 	iss, sub, alg, kid string
+	jkt, x5t           string // cnf members, base64url; "" for none
 	aud                []string
 	ttl                time.Duration
 	claims             []string
@@ -121,7 +158,197 @@ func mintToken(keyData []byte, o mintOptions) (string, error) {
 		}
 		claims[name] = v
 	}
+	if o.jkt != "" || o.x5t != "" {
+		if _, ok := claims["cnf"]; ok {
+			return "", errors.New("--claim cnf=... cannot be combined with --cnf-key, --dpop-key or --cnf-x5t")
+		}
+		cnf := map[string]string{}
+		if o.jkt != "" {
+			cnf["jkt"] = o.jkt
+		}
+		if o.x5t != "" {
+			cnf["x5t#S256"] = o.x5t
+		}
+		claims["cnf"] = cnf
+	}
 	return jwt.Signed(signer).Claims(claims).Serialize()
+}
+
+// readDPoPKey reads a DPoP key for token --dpop-key: a public or private
+// JWK, or a JWK set holding exactly one key. It returns the public key,
+// refusing keys the module refuses in proofs (symmetric keys, RSA under
+// 2048 bits, unknown curves).
+func readDPoPKey(data []byte) (*jose.JSONWebKey, error) {
+	var probe struct {
+		Keys json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("not a JWK: %w", err)
+	}
+	var jwk jose.JSONWebKey
+	if probe.Keys != nil {
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal(data, &set); err != nil {
+			return nil, fmt.Errorf("JWK set: %w", err)
+		}
+		if len(set.Keys) != 1 {
+			return nil, fmt.Errorf("the JWK set holds %d keys; want exactly one", len(set.Keys))
+		}
+		jwk = set.Keys[0]
+	} else if err := jwk.UnmarshalJSON(data); err != nil {
+		return nil, fmt.Errorf("JWK: %w", err)
+	}
+	pub := jwk.Public()
+	if !pub.Valid() || publicKeyClass(pub.Key) == 0 {
+		return nil, errors.New("not a usable DPoP key: want EC P-256/384/521, Ed25519 or RSA of at least 2048 bits")
+	}
+	return &pub, nil
+}
+
+// jwkThumbprintOf returns the cnf.jkt of a DPoP key file: the RFC 7638
+// SHA-256 thumbprint, base64url, computed as the module computes a
+// proof's (go-jose's Thumbprint, in dpop.go's checkProof).
+func jwkThumbprintOf(data []byte) (string, error) {
+	pub, err := readDPoPKey(data)
+	if err != nil {
+		return "", err
+	}
+	thumb, err := pub.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("thumbprint: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(thumb), nil
+}
+
+// certDigestOf returns the cnf.x5t#S256 of a PEM certificate file: the
+// base64url SHA-256 of the first certificate's DER.
+func certDigestOf(data []byte) (string, error) {
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return "", errors.New("no PEM CERTIFICATE block")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return "", fmt.Errorf("certificate: %w", err)
+		}
+		sum := sha256.Sum256(block.Bytes)
+		return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+	}
+}
+
+func dpopProofCommand() *cobra.Command {
+	var keyFile, method, rawURL, token, nonce string
+	c := &cobra.Command{
+		Use:   "dpop-proof --key <private JWK or PEM> [--method GET] --url <https://host/path> [--token <access token>] [--nonce <nonce>]",
+		Short: "Print a DPoP proof (RFC 9449) for one request",
+		Long: `Prints a DPoP proof for one request, signed with --key (keygen's --private file
+works): send it as the DPoP header, with the token as "Authorization: DPoP <token>".
+
+The proof's header has typ dpop+jwt, the key's alg and its public jwk; its claims
+are a random jti, htm (--method), htu (--url without query and fragment), iat
+(now), ath (the SHA-256 of --token, when given) and nonce (--nonce, when given:
+the DPoP-Nonce the server answered with). A proof is good for one request: the
+module refuses a replay.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keyData, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fmt.Errorf("reading --key: %w", err)
+			}
+			proof, err := makeProof(keyData, proofOptions{method: method, url: rawURL, token: token, nonce: nonce})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), proof)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&keyFile, "key", "", "private key: a JWK (as written by keygen) or a PEM file")
+	f.StringVar(&method, "method", http.MethodGet, "the request's method (htm)")
+	f.StringVar(&rawURL, "url", "", "the request's URL (htu; query and fragment are dropped)")
+	f.StringVar(&token, "token", "", "the access token sent with the proof (ath)")
+	f.StringVar(&nonce, "nonce", "", "the server's DPoP-Nonce")
+	_ = c.MarkFlagRequired("key")
+	_ = c.MarkFlagRequired("url")
+	return c
+}
+
+type proofOptions struct {
+	method, url, token, nonce string
+	now                       time.Time
+}
+
+// makeProof signs a DPoP proof with a private key given as a JWK or PEM.
+func makeProof(keyData []byte, o proofOptions) (string, error) {
+	key, alg, _, err := parsePrivateKey(keyData)
+	if err != nil {
+		return "", err
+	}
+	if alg == dpopEd25519 {
+		alg = jose.EdDSA // the same signature; go-jose knows this name
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok || dpopAlgClass(alg) == 0 {
+		return "", fmt.Errorf("a DPoP key must be an asymmetric signing key (alg %q)", alg)
+	}
+	if publicKeyClass(signer.Public()) != dpopAlgClass(alg) {
+		return "", fmt.Errorf("the key does not fit alg %q (RSA needs at least 2048 bits)", alg)
+	}
+	if o.method == "" || strings.ContainsAny(o.method, " \t\r\n") {
+		return "", fmt.Errorf("--method %q: want an HTTP method such as GET", o.method)
+	}
+	htu := o.url
+	if i := strings.IndexAny(htu, "?#"); i >= 0 {
+		htu = htu[:i]
+	}
+	if _, ok := normalizeHTU(htu); !ok {
+		return "", fmt.Errorf("--url %q: want an absolute http or https URL", o.url)
+	}
+	var jti [18]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		return "", fmt.Errorf("jti: %w", err)
+	}
+	now := o.now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	claims := struct {
+		JTI   string `json:"jti"`
+		HTM   string `json:"htm"`
+		HTU   string `json:"htu"`
+		IAT   int64  `json:"iat"`
+		ATH   string `json:"ath,omitempty"`
+		Nonce string `json:"nonce,omitempty"`
+	}{
+		JTI:   base64.RawURLEncoding.EncodeToString(jti[:]),
+		HTM:   o.method,
+		HTU:   htu,
+		IAT:   now.Unix(),
+		Nonce: o.nonce,
+	}
+	if o.token != "" {
+		sum := sha256.Sum256([]byte(o.token))
+		claims.ATH = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	if err != nil {
+		return "", fmt.Errorf("signer: %w", err)
+	}
+	jws, err := s.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("signing the proof: %w", err)
+	}
+	return jws.CompactSerialize()
 }
 
 // parsePrivateKey reads a private JWK or PEM key and returns it with its

@@ -2,11 +2,21 @@ package oauth2jwt
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +28,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/spf13/cobra"
 )
 
 // TestCLIKeygenTokenRoundTrip: keygen writes a key pair, token mints with
@@ -83,7 +94,7 @@ func TestCLIKeygenTokenRoundTrip(t *testing.T) {
 func TestCLIKeygenRefusesOverwrite(t *testing.T) {
 	keygen := func(args ...string) error {
 		cmd := keygenCommand()
-		cmd.SetArgs(args)
+		cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
 		cmd.SetOut(&bytes.Buffer{})
 		cmd.SetErr(&bytes.Buffer{})
 		return cmd.Execute()
@@ -334,7 +345,9 @@ func runInspect(t *testing.T, stdin string, args ...string) (string, string, int
 	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetOut(&stdout)
 	cmd.SetErr(&stderr)
-	cmd.SetArgs(args)
+	// Never nil: cobra reads os.Args (the test binary's own flags, such as
+	// -test.count) when given nil.
+	cmd.SetArgs(append([]string{}, args...))
 	// As under Caddy's root command (and withExitCode): no usage text,
 	// and the message of an exitError is taken below.
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
@@ -624,4 +637,402 @@ func mustRead(t *testing.T, file string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// runCobra runs a subcommand in-process and returns its stdout.
+func runCobra(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	cmd.SetOut(&out)
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.Execute()
+	return strings.TrimSpace(out.String()), err
+}
+
+// dpopSetup is an issuer key pair and a client DPoP key pair, both made by
+// keygen, and a token bound to the client key made by token --dpop-key.
+type dpopSetup struct {
+	dir, issJWKS, clientPriv, clientJWKS, token string
+}
+
+func newDPoPSetup(t *testing.T, clientAlg string) dpopSetup {
+	t.Helper()
+	dir := t.TempDir()
+	s := dpopSetup{dir: dir, issJWKS: filepath.Join(dir, "jwks.json"),
+		clientPriv: filepath.Join(dir, "client.jwk"), clientJWKS: filepath.Join(dir, "client-jwks.json")}
+	issPriv := filepath.Join(dir, "private.jwk")
+	if _, err := runCobra(t, keygenCommand(), "--private", issPriv, "--jwks", s.issJWKS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCobra(t, keygenCommand(), "--alg", clientAlg, "--private", s.clientPriv, "--jwks", s.clientJWKS); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	s.token, err = runCobra(t, tokenCommand(), "--key", issPriv, "--iss", "https://issuer.test", "--aud", "api",
+		"--sub", "alice", "--dpop-key", s.clientPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s dpopSetup) proof(t *testing.T, args ...string) string {
+	t.Helper()
+	p, err := runCobra(t, dpopProofCommand(), append([]string{"--key", s.clientPriv}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (s dpopSetup) handler(t *testing.T, d *DPoP) *Handler {
+	return provisionHandler(t, &Handler{DPoP: d, Providers: map[string]*Provider{
+		"local": {Issuer: "https://issuer.test", Audiences: []string{"api"}, JWKSFile: s.issJWKS},
+	}})
+}
+
+func cliDPoPRequest(method, target, token, proof string) *http.Request {
+	req := httptest.NewRequest(method, target, nil)
+	req.Header.Set("Authorization", "DPoP "+token)
+	if proof != "" {
+		req.Header.Set("DPoP", proof)
+	}
+	return req
+}
+
+func expectStatusReason(t *testing.T, res result, status int, code string) {
+	t.Helper()
+	if res.status != status || res.placeholder("http.auth.jwt.error") != code {
+		t.Fatalf("status %d, reason %q; want %d %q (err %v)", res.status, res.placeholder("http.auth.jwt.error"), status, code, res.err)
+	}
+	if (status == http.StatusOK) != (res.nextSeen != nil) {
+		t.Fatalf("next handler called: %v, status %d", res.nextSeen != nil, status)
+	}
+}
+
+// TestCLIDPoPFlow: keygen makes a client key, token --dpop-key binds a
+// token to it, dpop-proof signs a proof, and a handler with a dpop block
+// accepts the pair (HTTP and HTTPS URLs, a query on the request); the
+// same proof again, a proof for another URL or method, the token as
+// Bearer and a proof by another key are refused with the module's reasons.
+func TestCLIDPoPFlow(t *testing.T) {
+	for _, alg := range []string{"ES256", "EdDSA", "PS256", "ES384"} {
+		t.Run(alg, func(t *testing.T) {
+			s := newDPoPSetup(t, alg)
+			h := s.handler(t, &DPoP{})
+			thumb, err := jwkThumbprintOf(mustRead(t, s.clientJWKS))
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			p := s.proof(t, "--method", "GET", "--url", "http://example.test/api?x=1", "--token", s.token)
+			res := serve(t, h, cliDPoPRequest("GET", "http://example.test/api?y=2", s.token, p))
+			expectStatusReason(t, res, http.StatusOK, "")
+			if got := res.placeholder("http.auth.jwt.dpop.jkt"); got != thumb {
+				t.Errorf("{http.auth.jwt.dpop.jkt} = %q, want the client key's thumbprint %q", got, thumb)
+			}
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("GET", "http://example.test/api", s.token, p)),
+				http.StatusUnauthorized, "dpop_proof_replayed")
+
+			p = s.proof(t, "--method", "POST", "--url", "https://example.test/api/items", "--token", s.token)
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("POST", "https://example.test/api/items", s.token, p)), http.StatusOK, "")
+
+			p = s.proof(t, "--url", "http://example.test/other", "--token", s.token)
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("GET", "http://example.test/api", s.token, p)),
+				http.StatusUnauthorized, "dpop_proof_invalid")
+			p = s.proof(t, "--method", "POST", "--url", "http://example.test/api", "--token", s.token)
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("GET", "http://example.test/api", s.token, p)),
+				http.StatusUnauthorized, "dpop_proof_invalid")
+			p = s.proof(t, "--url", "http://example.test/api") // no --token: no ath
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("GET", "http://example.test/api", s.token, p)),
+				http.StatusUnauthorized, "dpop_proof_invalid")
+			expectStatusReason(t, serve(t, h, bearer(s.token)), http.StatusUnauthorized, "key_binding_mismatch")
+
+			other := newDPoPSetup(t, alg)
+			p = other.proof(t, "--url", "http://example.test/api", "--token", s.token)
+			expectStatusReason(t, serve(t, h, cliDPoPRequest("GET", "http://example.test/api", s.token, p)),
+				http.StatusUnauthorized, "key_binding_mismatch")
+		})
+	}
+}
+
+// TestCLIDPoPKeyForms: --cnf-key and --dpop-key take a public JWK, a
+// private JWK and a one-key JWK set, and all bind to the same thumbprint;
+// unusable keys and conflicting options are refused.
+func TestCLIDPoPKeyForms(t *testing.T) {
+	s := newDPoPSetup(t, "ES256")
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(mustRead(t, s.clientJWKS), &set); err != nil {
+		t.Fatal(err)
+	}
+	pubFile := filepath.Join(s.dir, "client-pub.jwk")
+	b, _ := json.Marshal(set.Keys[0])
+	if err := os.WriteFile(pubFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, err := set.Keys[0].Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issPriv := filepath.Join(s.dir, "private.jwk")
+	for _, args := range [][]string{{"--cnf-key", pubFile}, {"--dpop-key", s.clientPriv}, {"--cnf-key", s.clientJWKS}} {
+		tok, err := runCobra(t, tokenCommand(), append([]string{"--key", issPriv, "--iss", "i"}, args...)...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var claims struct {
+			Cnf map[string]string `json:"cnf"`
+		}
+		if err := json.Unmarshal(decodeSegment(t, tok, 1), &claims); err != nil {
+			t.Fatal(err)
+		}
+		if claims.Cnf["jkt"] != base64.RawURLEncoding.EncodeToString(want) || len(claims.Cnf) != 1 {
+			t.Errorf("%v: cnf = %v, want jkt %x", args, claims.Cnf, want)
+		}
+	}
+
+	twoKeys := filepath.Join(s.dir, "two.json")
+	set.Keys = append(set.Keys, set.Keys[0])
+	b, _ = json.Marshal(set)
+	hmacJWK := filepath.Join(s.dir, "hmac.jwk")
+	if err := os.WriteFile(twoKeys, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hmacJWK, []byte(`{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--dpop-key", twoKeys}, "holds 2 keys"},
+		{[]string{"--dpop-key", hmacJWK}, "not a usable DPoP key"},
+		{[]string{"--dpop-key", s.clientPriv, "--cnf-key", pubFile}, "same option"},
+		{[]string{"--dpop-key", s.clientPriv, "--claim", `cnf={"jkt":"x"}`}, "cannot be combined"},
+	} {
+		_, err := runCobra(t, tokenCommand(), append([]string{"--key", issPriv, "--iss", "i"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := runCobra(t, dpopProofCommand(), "--key", hmacJWK, "--url", "https://a.test/"); err == nil ||
+		!strings.Contains(err.Error(), "asymmetric") {
+		t.Errorf("dpop-proof with an HMAC key: %v", err)
+	}
+	if _, err := runCobra(t, dpopProofCommand(), "--key", s.clientPriv, "--url", "/relative"); err == nil ||
+		!strings.Contains(err.Error(), "absolute") {
+		t.Errorf("dpop-proof with a relative URL: %v", err)
+	}
+}
+
+func decodeSegment(t *testing.T, jwt string, i int) []byte {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("%d segments", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCLIDPoPProofShape decodes proofs with go-jose, not the module: typ
+// dpop+jwt, alg the key's, a jwk with no private member that verifies the
+// signature, a random jti of 16+ bytes, htm, htu without query and
+// fragment, iat now, ath the SHA-256 of the token, nonce when given.
+func TestCLIDPoPProofShape(t *testing.T) {
+	for _, tc := range []struct {
+		alg     string
+		private []string
+	}{
+		{"ES256", []string{"d"}},
+		{"EdDSA", []string{"d"}},
+		{"RS256", []string{"d", "p", "q", "dp", "dq", "qi"}},
+	} {
+		t.Run(tc.alg, func(t *testing.T) {
+			s := newDPoPSetup(t, tc.alg)
+			before := time.Now().Unix()
+			raw := s.proof(t, "--method", "PATCH", "--url", "https://API.example.test:443/a/b?q=1#frag", "--token", "tok.en.x", "--nonce", "n-1")
+			again := s.proof(t, "--url", "https://api.example.test/a/b")
+
+			jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(tc.alg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hdr := jws.Signatures[0].Protected
+			if typ := hdr.ExtraHeaders[jose.HeaderType]; typ != "dpop+jwt" {
+				t.Errorf("typ = %v", typ)
+			}
+			if hdr.JSONWebKey == nil || !hdr.JSONWebKey.IsPublic() {
+				t.Fatalf("jwk missing or private: %+v", hdr.JSONWebKey)
+			}
+			var rawHdr struct {
+				JWK map[string]any `json:"jwk"`
+				Kid *string        `json:"kid"`
+			}
+			if err := json.Unmarshal(decodeSegment(t, raw, 0), &rawHdr); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range tc.private {
+				if _, ok := rawHdr.JWK[m]; ok {
+					t.Errorf("jwk carries private member %q", m)
+				}
+			}
+			payload, err := jws.Verify(hdr.JSONWebKey)
+			if err != nil {
+				t.Fatalf("signature does not verify with the jwk: %v", err)
+			}
+			var c map[string]any
+			if err := json.Unmarshal(payload, &c); err != nil {
+				t.Fatal(err)
+			}
+			jti, err := base64.RawURLEncoding.DecodeString(c["jti"].(string))
+			if err != nil || len(jti) < 16 {
+				t.Errorf("jti %q: %d bytes, %v", c["jti"], len(jti), err)
+			}
+			var c2 map[string]any
+			_ = json.Unmarshal(decodeSegment(t, again, 1), &c2)
+			if c2["jti"] == c["jti"] {
+				t.Errorf("two proofs share jti %v", c["jti"])
+			}
+			if _, ok := c2["ath"]; ok {
+				t.Errorf("proof without --token has ath")
+			}
+			if _, ok := c2["nonce"]; ok {
+				t.Errorf("proof without --nonce has nonce")
+			}
+			sum := sha256.Sum256([]byte("tok.en.x"))
+			for name, want := range map[string]any{
+				"htm": "PATCH", "htu": "https://API.example.test:443/a/b",
+				"ath": base64.RawURLEncoding.EncodeToString(sum[:]), "nonce": "n-1",
+			} {
+				if c[name] != want {
+					t.Errorf("%s = %v, want %v", name, c[name], want)
+				}
+			}
+			if iat, _ := c["iat"].(float64); int64(iat) < before || int64(iat) > time.Now().Unix() {
+				t.Errorf("iat = %v, want now", c["iat"])
+			}
+		})
+	}
+}
+
+// TestCLITokenCnfX5t: token --cnf-x5t binds a token to a PEM certificate;
+// the handler accepts it over TLS with that client certificate only.
+func TestCLITokenCnfX5t(t *testing.T) {
+	s := newDPoPSetup(t, "ES256")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	certFile := filepath.Join(s.dir, "client.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := runCobra(t, tokenCommand(), "--key", filepath.Join(s.dir, "private.jwk"), "--iss", "https://issuer.test",
+		"--aud", "api", "--cnf-x5t", certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.handler(t, nil)
+	req := bearer(tok)
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+	res := serve(t, h, req)
+	expectStatusReason(t, res, http.StatusOK, "")
+	sum := sha256.Sum256(der)
+	if got := res.placeholder("http.auth.jwt.cnf.x5t#S256"); got != base64.RawURLEncoding.EncodeToString(sum[:]) {
+		t.Errorf("{http.auth.jwt.cnf.x5t#S256} = %q", got)
+	}
+	expectStatusReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "cert_binding_mismatch")
+	if _, err := runCobra(t, tokenCommand(), "--key", filepath.Join(s.dir, "private.jwk"), "--cnf-x5t", s.clientPriv); err == nil {
+		t.Errorf("--cnf-x5t accepted a file without a certificate")
+	}
+}
+
+// TestCLIInspectDPoP: inspect --dpop runs the handler's proof and binding
+// checks and names the one that fails, with what the proof carries and
+// what was expected; exit codes 0, 1 and 2 as for tokens.
+func TestCLIInspectDPoP(t *testing.T) {
+	s := newDPoPSetup(t, "ES256")
+	cfg := func(dpop string) string {
+		f := filepath.Join(t.TempDir(), "caddy.json")
+		c := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[
+			{"handler":"oauth2_jwt",` + dpop + `"providers":{"local":{"issuer":"https://issuer.test","audiences":["api"],"jwks_file":"` + s.issJWKS + `"}}}]}]}}}}}`
+		if err := os.WriteFile(f, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	plain, withNonce, noDPoP := cfg(`"dpop":{},`), cfg(`"dpop":{"nonce_secret":"0123456789abcdef0123"},`), cfg("")
+	good := s.proof(t, "--url", "https://api.test/v1/items", "--token", s.token)
+	goodFile := filepath.Join(s.dir, "proof.txt")
+	if err := os.WriteFile(goodFile, []byte(good+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := newDPoPSetup(t, "ES256")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"valid", []string{"-c", plain, "--dpop", good, "--url", "https://api.test/v1/items?page=2"}, 0,
+			[]string{"Proof header:", `"typ": "dpop+jwt"`, "[ok]   signature", "[ok]   proof", "[ok]   binding", "result: ACCEPTED"}},
+		{"from file", []string{"-c", plain, "--dpop-file", goodFile, "--url", "https://api.test/v1/items"}, 0,
+			[]string{"[ok]   proof", "result: ACCEPTED"}},
+		{"other URL", []string{"-c", plain, "--dpop", good, "--url", "https://api.test/v1/other"}, 1,
+			[]string{"[FAIL] proof: dpop_proof_invalid (DPoP proof htu is not the request URI)",
+				`proof htu: "https://api.test/v1/items"`, `expected:  "https://api.test/v1/other"`, "401 dpop_proof_invalid"}},
+		{"http, not https", []string{"-c", plain, "--dpop", good, "--url", "http://api.test/v1/items"}, 1,
+			[]string{"[FAIL] proof: dpop_proof_invalid (DPoP proof htu is not the request URI)"}},
+		{"other method", []string{"-c", plain, "--dpop", good, "--method", "DELETE", "--url", "https://api.test/v1/items"}, 1,
+			[]string{"[FAIL] proof: dpop_proof_invalid (DPoP proof htm is not the request method)", `proof htm: "GET"`, `request:   "DELETE"`}},
+		{"other key", []string{"-c", plain, "--dpop", other.proof(t, "--url", "https://api.test/", "--token", s.token), "--url", "https://api.test/"}, 1,
+			[]string{"[ok]   proof", "[FAIL] binding: key_binding_mismatch (DPoP proof key thumbprint is not the token's cnf.jkt)", "token cnf.jkt:"}},
+		{"as bearer", []string{"-c", plain}, 1,
+			[]string{"[--]   proof", "[FAIL] binding: key_binding_mismatch (DPoP-bound token (cnf.jkt) presented without DPoP)"}},
+		{"nonce needed", []string{"-c", withNonce, "--dpop", good, "--url", "https://api.test/v1/items"}, 1,
+			[]string{"[FAIL] proof: dpop_nonce_required (DPoP proof has no nonce)", "the handler would answer DPoP-Nonce: "}},
+		{"no dpop block", []string{"-c", noDPoP, "--dpop", good, "--url", "https://api.test/v1/items"}, 1,
+			[]string{"[FAIL] proof: the handler has no dpop block", "400 missing_token"}},
+		{"dpop without config", []string{"--dpop", good, "--url", "https://api.test/"}, 2, nil},
+		{"dpop without url", []string{"-c", plain, "--dpop", good}, 2, nil},
+		{"url without dpop", []string{"-c", plain, "--url", "https://api.test/"}, 2, nil},
+		{"both proofs", []string{"-c", plain, "--dpop", good, "--dpop-file", goodFile, "--url", "https://api.test/"}, 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runInspect(t, s.token, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %s\n%s", code, tc.code, errOut, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if sig := strings.Split(good, ".")[2]; strings.Contains(out, sig) {
+				t.Errorf("output holds the proof's signature")
+			}
+		})
+	}
+	// The nonce inspect prints is one the handler accepts.
+	out, _, _ := runInspect(t, s.token, "-c", withNonce, "--dpop", good, "--url", "https://api.test/v1/items")
+	_, after, _ := strings.Cut(out, "DPoP-Nonce: ")
+	nonce, _, _ := strings.Cut(after, " ")
+	p := s.proof(t, "--url", "https://api.test/v1/items", "--token", s.token, "--nonce", nonce)
+	out, _, code := runInspect(t, s.token, "-c", withNonce, "--dpop", p, "--url", "https://api.test/v1/items")
+	if code != 0 || !strings.Contains(out, "result: ACCEPTED") {
+		t.Errorf("proof with the printed nonce: exit %d\n%s", code, out)
+	}
 }

@@ -459,7 +459,7 @@ func TestDPoPModeRequired(t *testing.T) {
 	h := f.handler(t, &Handler{DPoP: &DPoP{Mode: "required", Algorithms: []string{"ES256"}}, MissingTokenStatus: 401}, nil)
 	res := serve(t, h, bearer(f.token(t, nil)))
 	expectReason(t, res, http.StatusUnauthorized, "key_binding_mismatch")
-	if ch := res.header.Get("WWW-Authenticate"); ch != `Bearer error="invalid_token", error_description="token is not bound to the DPoP proof key", DPoP algs="ES256"` {
+	if ch := res.header.Get("WWW-Authenticate"); ch != `Bearer error="invalid_token", error_description="token key binding not satisfied by the request", DPoP algs="ES256"` {
 		t.Fatalf("WWW-Authenticate = %q", ch)
 	}
 	res = serve(t, h, bearer(""))

@@ -63,7 +63,7 @@ var reasons = [reasonCount]reasonInfo{
 	reasonDPoPProofInvalid:    {"dpop_proof_invalid", http.StatusUnauthorized, "DPoP proof invalid"},
 	reasonDPoPProofReplayed:   {"dpop_proof_replayed", http.StatusUnauthorized, "DPoP proof already used"},
 	reasonDPoPNonceRequired:   {"dpop_nonce_required", http.StatusUnauthorized, "DPoP proof needs a fresh server nonce"},
-	reasonKeyBindingMismatch:  {"key_binding_mismatch", http.StatusUnauthorized, "token is not bound to the DPoP proof key"},
+	reasonKeyBindingMismatch:  {"key_binding_mismatch", http.StatusUnauthorized, "token key binding not satisfied by the request"},
 	reasonCertBindingMismatch: {"cert_binding_mismatch", http.StatusUnauthorized, "token is not bound to the client certificate"},
 }
 
