@@ -587,13 +587,18 @@ func TestCLIMain(t *testing.T) {
 		{"empty", "\n", []string{"--config", cfgFile}, 2, "", "Error: no token on stdin: pipe one in, e.g. caddy oauth2-jwt inspect < token.txt\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCLIMainHelper$")
+			// Not os.Args[0]: caddytest rewrites os.Args to start its Caddy.
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(self, "-test.run=^TestCLIMainHelper$")
 			args, _ := json.Marshal(append([]string{"caddy", "oauth2-jwt", "inspect"}, tc.args...))
 			cmd.Env = append(os.Environ(), "OAUTH2JWT_CLI_ARGS="+string(args))
 			cmd.Stdin = strings.NewReader(tc.stdin)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
+			err = cmd.Run()
 			code := 0
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
