@@ -207,8 +207,11 @@ func (h *Handler) checkBinding(r *http.Request, token string, viaDPoP bool, p *p
 	}
 	if proof != nil {
 		// Remembered only now that every other check passed.
-		if !d.replay.add(proof.replayKey, now, proof.expires) {
+		switch d.replay.add(proof.replayKey, now, proof.expires) {
+		case replaySeen:
 			return "", errProofReplayed
+		case replayFull:
+			return "", errReplayCacheFull
 		}
 		return proof.freshNonce, nil
 	}
@@ -226,7 +229,7 @@ func trustedProxy(r *http.Request) bool {
 // that is not a trusted proxy, so no later handler believes it.
 func (cp *certPolicy) scrubCertHeader(r *http.Request) {
 	if cp.header != "" && !trustedProxy(r) {
-		delete(r.Header, cp.header)
+		deleteHeaders(r.Header, []string{cp.header})
 	}
 }
 

@@ -153,6 +153,15 @@ func TestCertificateHeaderFromProxy(t *testing.T) {
 	if res.nextSeen.Header.Get("Client-Cert") != "" {
 		t.Fatal("an untrusted peer's Client-Cert reached a later handler")
 	}
+	// Nor its underscore spelling, which CGI-style upstreams read as the
+	// same HTTP_CLIENT_CERT variable.
+	under := bearer(f.token(t, nil))
+	under.Header.Set("Client_Cert", hdr) // stored as Client_cert, as Go's server reads it
+	res = serveFromProxy(t, h, under, false)
+	expectReason(t, res, http.StatusOK, "")
+	if res.nextSeen.Header.Get("Client_Cert") != "" {
+		t.Fatal("an untrusted peer's Client_Cert reached a later handler")
+	}
 	// Malformed values from a trusted proxy: 401, never 500.
 	for _, bad := range []string{"garbage", "::", ":!!!:", ":" + base64.StdEncoding.EncodeToString([]byte("not DER")) + ":", base64.StdEncoding.EncodeToString(cert.Raw)} {
 		expectReason(t, serveFromProxy(t, h, req(bad), true), http.StatusUnauthorized, "cert_binding_mismatch")

@@ -332,6 +332,9 @@ var (
 	errNonceMissing   = &authError{step: stepProof, reason: reasonDPoPNonceRequired, detail: "DPoP proof has no nonce"}
 	errNonceStale     = &authError{step: stepProof, reason: reasonDPoPNonceRequired, detail: "DPoP proof nonce unknown or expired"}
 	errProofReplayed  = &authError{step: stepProof, reason: reasonDPoPProofReplayed, detail: "DPoP proof jti already used"}
+	// The replay cache holds replay_cache_size unexpired proofs: a new
+	// one cannot be remembered, so it is not accepted (503, retry soon).
+	errReplayCacheFull = &authError{step: stepProof, reason: reasonUnavailable, detail: "DPoP replay cache full of unexpired proofs (raise replay_cache_size)", retryAfter: 1}
 )
 
 // checkProof runs the checks of RFC 9449 section 4.3 on the request's
@@ -708,13 +711,23 @@ func newReplayCache(size int) *replayCache {
 	return &replayCache{size: size, seen: make(map[[32]byte]replayEntry)}
 }
 
-// add records key until expires; it reports false when key is already
-// recorded and unexpired: a replay.
-func (c *replayCache) add(key [32]byte, now, expires time.Time) bool {
+// Outcomes of replayCache.add.
+const (
+	replayNew  = iota // recorded: the proof is new
+	replaySeen        // already recorded and unexpired: a replay
+	replayFull        // every slot holds an unexpired entry: nothing recorded
+)
+
+// add records key until expires. Entries expire in insertion order (their
+// expiry is now plus a fixed window), so when the ring is full its oldest
+// slot is the first to expire; an unexpired entry is never dropped, or a
+// flood of fresh proofs could evict a captured one and let it be replayed.
+// A full cache of live entries refuses new proofs (replayFull) instead.
+func (c *replayCache) add(key [32]byte, now, expires time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.seen[key]; ok && now.Before(e.expires) {
-		return false
+		return replaySeen
 	}
 	slot := len(c.ring)
 	if slot < c.size {
@@ -723,13 +736,16 @@ func (c *replayCache) add(key [32]byte, now, expires time.Time) bool {
 		slot = c.next
 		old := c.ring[slot]
 		if e, ok := c.seen[old]; ok && e.slot == slot {
+			if now.Before(e.expires) {
+				return replayFull
+			}
 			delete(c.seen, old)
 		}
 		c.ring[slot] = key
 		c.next = (c.next + 1) % c.size
 	}
 	c.seen[key] = replayEntry{expires: expires, slot: slot}
-	return true
+	return replayNew
 }
 
 // len returns the number of entries.

@@ -372,37 +372,53 @@ func TestDPoPCachedTokenStaleProof(t *testing.T) {
 	}
 }
 
+// TestDPoPReplayCacheBounded: the cache never holds more than its size,
+// never forgets an unexpired entry (a flood of fresh proofs must not evict
+// a captured one), refuses new entries while full of live ones, and reuses
+// the slots of expired entries.
 func TestDPoPReplayCacheBounded(t *testing.T) {
 	c := newReplayCache(100)
 	now := time.Unix(1_800_000_000, 0)
-	var first [32]byte
-	for i := range 10_000 {
-		var k [32]byte
+	key := func(i int) (k [32]byte) {
 		k[0], k[1], k[2] = byte(i), byte(i>>8), 1
-		if i == 0 {
-			first = k
+		return k
+	}
+	for i := range 100 {
+		if got := c.add(key(i), now.Add(time.Duration(i)*time.Second), now.Add(time.Hour+time.Duration(i)*time.Second)); got != replayNew {
+			t.Fatalf("entry %d: %d, want new", i, got)
 		}
-		if !c.add(k, now, now.Add(time.Hour)) {
-			t.Fatalf("entry %d refused as a replay", i)
+	}
+	// Full of live entries: a new one is refused, every old one is still
+	// known.
+	if got := c.add(key(100), now.Add(200*time.Second), now.Add(2*time.Hour)); got != replayFull {
+		t.Fatalf("a full cache took a new entry (%d)", got)
+	}
+	for i := range 100 {
+		if got := c.add(key(i), now.Add(200*time.Second), now.Add(2*time.Hour)); got != replaySeen {
+			t.Fatalf("entry %d was forgotten (%d)", i, got)
+		}
+	}
+	// Once the oldest entries expire, their slots are reused, one by one.
+	later := now.Add(time.Hour + 10*time.Second)
+	for i := 100; i < 10_000; i++ {
+		got := c.add(key(i), later, later.Add(time.Hour))
+		if i-100 <= 10 && got != replayNew {
+			t.Fatalf("entry %d: %d, want new (an expired slot is free)", i, got)
+		}
+		if i-100 > 10 && got != replayFull {
+			t.Fatalf("entry %d: %d, want full (only 11 entries had expired)", i, got)
 		}
 		if n := c.len(); n > 100 {
 			t.Fatalf("replay cache holds %d entries, bound 100", n)
 		}
 	}
-	var last [32]byte
-	last[0], last[1], last[2] = 9999&0xff, 9999>>8, 1
-	if c.add(last, now, now.Add(time.Hour)) {
-		t.Fatal("the newest entry was forgotten")
-	}
-	if !c.add(first, now, now.Add(time.Hour)) {
-		t.Fatal("the oldest entry should have been evicted")
-	}
 	// An expired entry is no replay.
 	var k [32]byte
 	k[5] = 9
-	c.add(k, now, now.Add(time.Minute))
-	if !c.add(k, now.Add(2*time.Minute), now.Add(time.Hour)) {
-		t.Fatal("an expired entry counted as a replay")
+	d := newReplayCache(4)
+	d.add(k, now, now.Add(time.Minute))
+	if got := d.add(k, now.Add(2*time.Minute), now.Add(time.Hour)); got != replayNew {
+		t.Fatalf("an expired entry counted as a replay (%d)", got)
 	}
 }
 
@@ -735,23 +751,41 @@ func TestDPoPResourceMetadata(t *testing.T) {
 }
 
 // TestDPoPReplayFlood sends many distinct valid proofs through a handler
-// with a small replay cache: all pass, the cache stays within its bound,
-// and a recent proof is still refused when replayed.
+// with a small replay cache: the cache stays within its bound, never
+// forgets a live proof (the first one is still refused when replayed after
+// the flood), answers 503 while it is full of live proofs, and takes new
+// proofs again once the old ones have expired.
 func TestDPoPReplayFlood(t *testing.T) {
 	f := newDPoPFixture(t)
-	h := f.handler(t, &Handler{DPoP: &DPoP{ReplayCacheSize: 50}}, nil)
+	clk := &testClock{}
+	hh := &Handler{DPoP: &DPoP{ReplayCacheSize: 50}}
+	hh.deps.now = clk.now
+	h := f.handler(t, hh, nil)
 	tok := f.token(t, map[string]any{"jkt": f.jkt})
-	var last string
-	for i := range 300 {
-		last = signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
-		if res := serve(t, h, dpopRequest(tok, last)); res.status != http.StatusOK {
+	first := signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
+	if res := serve(t, h, dpopRequest(tok, first)); res.status != http.StatusOK {
+		t.Fatalf("first proof: status %d (%v)", res.status, res.err)
+	}
+	for i := 1; i < 300; i++ {
+		proof := signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
+		res := serve(t, h, dpopRequest(tok, proof))
+		switch {
+		case i < 50 && res.status != http.StatusOK:
 			t.Fatalf("proof %d: status %d (%v)", i, res.status, res.err)
+		case i >= 50:
+			expectReason(t, res, http.StatusServiceUnavailable, "unavailable")
 		}
 		if n := h.bind.dpop.replay.len(); n > 50 {
 			t.Fatalf("after %d proofs the replay cache holds %d entries, bound 50", i+1, n)
 		}
 	}
-	expectDPoPReason(t, serve(t, h, dpopRequest(tok, last)), http.StatusUnauthorized, "dpop_proof_replayed", "invalid_dpop_proof")
+	expectDPoPReason(t, serve(t, h, dpopRequest(tok, first)), http.StatusUnauthorized, "dpop_proof_replayed", "invalid_dpop_proof")
+
+	clk.advance(7 * time.Minute) // past proof_max_age (5m) and the leeway
+	proof := signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
+	if res := serve(t, h, dpopRequest(tok, proof)); res.status != http.StatusOK {
+		t.Fatalf("after the window: status %d (%v)", res.status, res.err)
+	}
 }
 
 func TestDPoPJSONConfig(t *testing.T) {

@@ -41,17 +41,22 @@ func newForwarding(claims []ClaimHeader, jsonHeader string, stripAuth bool) forw
 // scrub removes every client-sent copy of the headers the module sets, on
 // every request, so a client can never spoof them.
 func (f *forwarding) scrub(h http.Header) {
-	for _, name := range f.reserved {
+	deleteHeaders(h, f.reserved)
+}
+
+// deleteHeaders removes the headers of names (canonical) from h, with
+// their underscore spellings: CGI, WSGI, PHP and Rack upstreams read
+// X_User_Id and X-User-Id as the same variable (HTTP_X_USER_ID).
+func deleteHeaders(h http.Header, names []string) {
+	for _, name := range names {
 		delete(h, name)
 	}
-	// CGI, WSGI, PHP and Rack upstreams read X_User_Id and X-User-Id as
-	// the same variable (HTTP_X_USER_ID): drop underscore spellings too.
 	for name := range h {
 		if strings.IndexByte(name, '_') < 0 {
 			continue
 		}
 		dashed := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
-		for _, r := range f.reserved {
+		for _, r := range names {
 			if dashed == r {
 				delete(h, name)
 				break

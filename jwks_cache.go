@@ -117,9 +117,10 @@ type jwksCache struct {
 	successes, errs atomic.Int64
 
 	mu          sync.Mutex
-	inflight    chan struct{} // closed when the fetch in flight ends
-	lastAttempt time.Time     // start of the last fetch attempt
-	nextAttempt time.Time     // when the refresher will try next
+	inflight    chan struct{}  // closed when the fetch in flight ends
+	fetching    sync.WaitGroup // fetch goroutines, waited for by Destruct
+	lastAttempt time.Time      // start of the last fetch attempt
+	nextAttempt time.Time      // when the refresher will try next
 	lastErr     error
 	failures    int    // consecutive failed fetches
 	jwksURI     string // resolved from discovery, or the configured one
@@ -183,6 +184,7 @@ func (c *jwksCache) start() {
 func (c *jwksCache) Destruct() error {
 	c.cancel()
 	<-c.done
+	c.fetching.Wait() // fetches started by refreshForKid or forceRefresh too
 	<-c.loaded
 	if c.store != nil {
 		c.store.stopWriter()
@@ -244,7 +246,9 @@ func (c *jwksCache) startFetchLocked(full bool) <-chan struct{} {
 	c.inflight = ch
 	c.lastAttempt = c.now()
 	jwksURI := c.jwksURI
+	c.fetching.Add(1)
 	go func() {
+		defer c.fetching.Done()
 		defer func() {
 			if r := recover(); r != nil {
 				// A panic while parsing a hostile document must not take
@@ -324,6 +328,9 @@ func (c *jwksCache) record(res fetchResult) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.logSkippedLocked(res.jwksURI, res.skipped)
+	if res.err != nil && c.ctx.Err() != nil {
+		return // the cache is being destroyed: a cancelled fetch is no failure
+	}
 	if res.err != nil {
 		if errors.Is(res.err, errDiscoveryRefused) {
 			c.log().Error("OpenID discovery document refused; provider's tokens are answered 503 until it is fixed",
