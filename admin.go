@@ -18,7 +18,7 @@ func init() {
 // the state of every provider of the loaded config and lets operators force
 // a key refresh. It is loaded automatically with the admin API.
 //
-//	GET  /oauth2_jwt/providers                  every provider's issuer, key source, keys, fetch state
+//	GET  /oauth2_jwt/providers                  every provider's issuer, key source, keys, fetch state, introspection
 //	POST /oauth2_jwt/providers/<name>/refresh   refetch the keys now (429 when rate limited)
 //	GET  /oauth2_jwt/ready                      200 when every provider has usable keys, else 503
 type AdminAPI struct{}
@@ -63,6 +63,9 @@ type providerStatus struct {
 	StorageKey string     `json:"storage_key,omitempty"`
 	LastStored *time.Time `json:"last_stored,omitempty"` // fetch time of the last entry written
 	StoreError string     `json:"store_error,omitempty"` // the last write's error, until one succeeds
+	// Introspection of opaque tokens: the endpoint, the last call's
+	// result and the cache size; absent without introspection.
+	Introspection *introspectionStatus `json:"introspection,omitempty"`
 }
 
 type keyStatus struct {
@@ -116,6 +119,7 @@ func (lp *liveProvider) status() providerStatus {
 			}
 		}
 	}
+	st.Introspection = introspectionOf(lp.name, lp.issuer)
 	if ks != nil {
 		for _, k := range ks.all {
 			st.Keys = append(st.Keys, keyStatus{Kid: k.kid, Type: k.class.String(), Algorithm: string(k.alg), Algorithms: k.algorithms()})

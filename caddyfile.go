@@ -63,6 +63,21 @@ func blockStart(d *caddyfile.Dispenser) (once func(opt string) error, err error)
 //			require_typ          at+jwt
 //			tenants              <tenant id>... | *
 //			persist_keys         on|off
+//			introspection {
+//				endpoint      <url> (default: from discovery)
+//				client_id     <id>
+//				client_secret <secret>
+//				auth_method   client_secret_basic|client_secret_post|private_key_jwt
+//				private_key   <JWK file>
+//				token_prefix  <prefix>
+//				cache_ttl     <duration>
+//				negative_ttl  <duration>
+//				max_rate      <n>/s|<n>/m
+//				cache_size    <entries>
+//				jwt_response
+//				introspect_jwts
+//			}
+//			allow_missing_audience
 //		}
 //		public_paths         <path> [<path>...]
 //		realm                <realm>
@@ -414,6 +429,16 @@ func (p *Provider) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error
 			if len(p.Tenants) == 0 {
 				return argErr()
 			}
+		case "introspection":
+			if p.Introspection == nil {
+				p.Introspection = &Introspection{}
+			}
+			err = p.Introspection.unmarshalCaddyfile(d, name)
+		case "allow_missing_audience":
+			if d.NextArg() {
+				return argErr()
+			}
+			p.AllowMissingAudience = true
 		case "persist_keys":
 			var v string
 			if err = oneArg(&v); err != nil {
@@ -520,6 +545,11 @@ func (p *Provider) checkUnlessPlaceholders() error {
 	c.Audiences = make([]string, len(p.Audiences))
 	for i, a := range p.Audiences {
 		c.Audiences[i] = stand(a, "placeholder")
+	}
+	if p.Introspection != nil {
+		in := *p.Introspection
+		in.Endpoint = stand(in.Endpoint, "https://placeholder.invalid/introspect")
+		c.Introspection = &in
 	}
 	_, _, err := c.compile("")
 	return err

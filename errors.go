@@ -32,6 +32,7 @@ const (
 	reasonDPoPNonceRequired
 	reasonKeyBindingMismatch
 	reasonCertBindingMismatch
+	reasonInactive
 	reasonCount
 )
 
@@ -65,6 +66,7 @@ var reasons = [reasonCount]reasonInfo{
 	reasonDPoPNonceRequired:   {"dpop_nonce_required", http.StatusUnauthorized, "DPoP proof needs a fresh server nonce"},
 	reasonKeyBindingMismatch:  {"key_binding_mismatch", http.StatusUnauthorized, "token key binding not satisfied by the request"},
 	reasonCertBindingMismatch: {"cert_binding_mismatch", http.StatusUnauthorized, "token is not bound to the client certificate"},
+	reasonInactive:            {"inactive", http.StatusUnauthorized, "token is not active"},
 }
 
 // String returns the stable reason code.
@@ -81,25 +83,26 @@ func (r reason) String() string {
 type step uint8
 
 const (
-	stepRequest   step = iota // the Authorization header or token source
-	stepShape                 // size and compact serialization
-	stepHeader                // the JOSE header
-	stepPayload               // the claims JSON
-	stepIssuer                // iss selects the provider
-	stepAlgorithm             // the provider's algorithm allow-list
-	stepTime                  // exp, nbf, iat
-	stepAudience              // aud
-	stepClaims                // other claims (sub, typ, at+jwt members)
-	stepKeys                  // the provider has usable keys
-	stepKey                   // a key fits the kid and alg
-	stepSignature             // the signature
-	stepRequire               // the require rules
-	stepProof                 // the DPoP proof (RFC 9449 section 4.3)
-	stepBinding               // the token's cnf binding (DPoP key, client certificate)
+	stepRequest       step = iota // the Authorization header or token source
+	stepShape                     // size and compact serialization
+	stepHeader                    // the JOSE header
+	stepPayload                   // the claims JSON
+	stepIssuer                    // iss selects the provider
+	stepAlgorithm                 // the provider's algorithm allow-list
+	stepTime                      // exp, nbf, iat
+	stepAudience                  // aud
+	stepClaims                    // other claims (sub, typ, at+jwt members)
+	stepKeys                      // the provider has usable keys
+	stepKey                       // a key fits the kid and alg
+	stepSignature                 // the signature
+	stepRequire                   // the require rules
+	stepProof                     // the DPoP proof (RFC 9449 section 4.3)
+	stepBinding                   // the token's cnf binding (DPoP key, client certificate)
+	stepIntrospection             // the introspection call of an opaque token (RFC 7662)
 	stepCount
 )
 
-var stepNames = [stepCount]string{"request", "shape", "header", "payload", "issuer", "algorithm", "time", "audience", "claims", "keys", "key", "signature", "require", "proof", "binding"}
+var stepNames = [stepCount]string{"request", "shape", "header", "payload", "issuer", "algorithm", "time", "audience", "claims", "keys", "key", "signature", "require", "proof", "binding", "introspection"}
 
 // String returns the step's name.
 func (s step) String() string {

@@ -21,6 +21,11 @@ type metricSet struct {
 	cacheRequests *prometheus.CounterVec
 	cacheEvicted  prometheus.Counter
 	keys          keyCollector
+
+	introCalls       *prometheus.CounterVec // provider, result
+	introCache       *prometheus.CounterVec // provider, result
+	introRateLimited *prometheus.CounterVec // provider
+
 }
 
 // noProvider labels requests rejected before a provider was selected
@@ -50,6 +55,18 @@ func getMetrics() *metricSet {
 				Help: "Verified-token cache entries evicted to stay within cache_size.",
 			}),
 			keys: newKeyCollector(),
+			introCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "introspection_calls_total",
+				Help: "Token introspection calls, by provider and result (active, inactive or error).",
+			}, []string{"provider", "result"}),
+			introCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "introspection_cache_requests_total",
+				Help: "Introspection cache look-ups, by provider and result (hit or miss).",
+			}, []string{"provider", "result"}),
+			introRateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "introspection_rate_limited_total",
+				Help: "Introspection calls not made because max_rate was reached, by provider.",
+			}, []string{"provider"}),
 		}
 	})
 	return metrics
@@ -61,7 +78,7 @@ func (m *metricSet) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.cacheEvicted, m.keys} {
+	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.cacheEvicted, m.keys, m.introCalls, m.introCache, m.introRateLimited} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

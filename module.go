@@ -130,6 +130,7 @@ type Handler struct {
 	req       requestPolicy
 	cache     *tokenCache // the verified-token cache, or nil
 	bind      bindingPolicy
+	intro     introRoutes // the introspection providers of opaque tokens
 
 	leases []string    // liveProviders keys this instance holds, given back by Cleanup
 	obs    observers   // logger and metric handles
@@ -201,6 +202,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.reject(w, r, repl, nil, errTooLarge, sch)
 	}
 	now := h.verifier.now()
+	if h.intro.any() && !hasSeparator(token) {
+		if _, _, ok := compactParts(token); !ok {
+			return h.serveOpaque(w, r, repl, src, token, now, next)
+		}
+	}
 	if h.cache != nil {
 		if e := h.cache.get(token, now); e != nil {
 			ks, aerr := e.p.keys.keysAt(now)
@@ -209,6 +215,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 			if ks.gen == e.gen {
 				h.obs.cacheHit.Inc()
+				if aerr := revoked(r, e.p, token, now); aerr != nil {
+					return h.reject(w, r, repl, e.p, aerr, sch)
+				}
 				// The cache skips the token's signature only: the
 				// binding and every DPoP proof check run again.
 				return h.acceptBound(w, r, repl, src, e.p, e.claims, token, now, next)
@@ -235,7 +244,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			h.obs.metrics.cacheEvicted.Inc()
 		}
 	}
+	if aerr := revoked(r, p, token, now); aerr != nil {
+		return h.reject(w, r, repl, p, aerr, sch)
+	}
 	return h.acceptBound(w, r, repl, src, p, claims, token, now, next)
+}
+
+// serveOpaque authenticates a token that is not a compact JWS through
+// the introspection provider it routes to; everything after (binding,
+// rules, forwarding) is what a verified JWT gets.
+func (h *Handler) serveOpaque(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, token string, now time.Time, next caddyhttp.Handler) error {
+	p := h.intro.route(token)
+	if p == nil {
+		return h.reject(w, r, repl, nil, errOpaqueNoRoute, schemeOf(src))
+	}
+	claims, aerr := p.intro.introspect(r.Context(), p, token, now)
+	if aerr != nil {
+		return h.reject(w, r, repl, p, aerr, schemeOf(src))
+	}
+	return h.acceptBound(w, r, repl, src, p, claims, token, now, next)
+}
+
+// revoked asks a provider with introspect_jwts whether a verified JWT is
+// still active; nil for other providers.
+func revoked(r *http.Request, p *provider, token string, now time.Time) *authError {
+	if p.intro == nil || !p.intro.cfg.jwts {
+		return nil
+	}
+	_, aerr := p.intro.introspect(r.Context(), p, token, now)
+	return aerr
 }
 
 // acceptBound runs the binding checks (DPoP proof, cnf, client

@@ -93,6 +93,16 @@ type Provider struct {
 	// the template with an allowed tenant, and its `tid` claim, where
 	// present, must equal that tenant. Requires jwks_uri or discovery.
 	Tenants []string `json:"tenants,omitempty"`
+
+	// Accept opaque access tokens of this provider through OAuth 2.0
+	// token introspection (RFC 7662). See Introspection.
+	Introspection *Introspection `json:"introspection,omitempty"`
+
+	// Accept introspection answers without `aud`. Risky: such an answer
+	// says nothing about which API the token was meant for, so a token
+	// issued for any other resource of the same provider is accepted
+	// too. Only for providers that never put aud in their answers.
+	AllowMissingAudience bool `json:"allow_missing_audience,omitempty"`
 }
 
 // expanded returns a copy with global placeholders ({env.*}, ...) in its
@@ -106,6 +116,15 @@ func (p *Provider) expanded(repl *caddy.Replacer) *Provider {
 	c.Audiences = make([]string, len(p.Audiences))
 	for i, a := range p.Audiences {
 		c.Audiences[i] = repl.ReplaceKnown(a, "")
+	}
+	if p.Introspection != nil {
+		in := *p.Introspection
+		in.Endpoint = repl.ReplaceKnown(in.Endpoint, "")
+		in.ClientID = repl.ReplaceKnown(in.ClientID, "")
+		in.ClientSecret = repl.ReplaceKnown(in.ClientSecret, "")
+		in.TokenPrefix = repl.ReplaceKnown(in.TokenPrefix, "")
+		in.PrivateKey = repl.ReplaceKnown(in.PrivateKey, "")
+		c.Introspection = &in
 	}
 	return &c
 }
@@ -174,13 +193,29 @@ func (p *Provider) compile(name string) (*provider, keySpec, error) {
 		return nil, keySpec{}, fmt.Errorf("require_typ: %q is not supported (only at+jwt)", p.RequireTyp)
 	}
 
+	var intro *introspector
+	if p.Introspection != nil {
+		if p.templated() {
+			return nil, keySpec{}, errors.New("introspection: not supported with an issuer template")
+		}
+		ic, err := p.Introspection.compile(p)
+		if err != nil {
+			return nil, keySpec{}, err
+		}
+		intro = &introspector{cfg: ic}
+	} else if p.AllowMissingAudience {
+		return nil, keySpec{}, errors.New("allow_missing_audience: only valid with introspection")
+	}
+
 	rp := &provider{
-		name:      name,
-		issuer:    p.Issuer,
-		audiences: p.Audiences,
-		algs:      algs,
-		leeway:    defaultLeeway,
-		requireAT: p.RequireTyp != "",
+		name:       name,
+		issuer:     p.Issuer,
+		audiences:  p.Audiences,
+		algs:       algs,
+		leeway:     defaultLeeway,
+		requireAT:  p.RequireTyp != "",
+		intro:      intro,
+		allowNoAud: p.AllowMissingAudience,
 	}
 	if p.Leeway != nil {
 		rp.leeway = time.Duration(*p.Leeway)

@@ -41,6 +41,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	store := h.persistStorage(ctx)
 	for i, p := range h.providers {
 		p.counters = h.obs.metrics.outcomes(p.name)
+		if p.intro != nil {
+			if err := p.intro.loadKey(); err != nil {
+				return fmt.Errorf("provider %q: %w", p.name, err)
+			}
+			p.intro.observe(h.obs.metrics)
+		}
 		if err := h.acquire(p, specs[i], store); err != nil {
 			return err
 		}
@@ -185,6 +191,7 @@ func (h *Handler) compileProviders(repl *caddy.Replacer) ([]keySpec, []string, e
 		now:          h.deps.clock(),
 	}
 	h.providers = make([]*provider, 0, len(h.names))
+	h.intro = introRoutes{}
 	specs := make([]keySpec, 0, len(h.names))
 	issuers := make(map[string]string, len(h.Providers))
 	var all algSet
@@ -209,12 +216,30 @@ func (h *Handler) compileProviders(repl *caddy.Replacer) ([]keySpec, []string, e
 			h.verifier.byIssuer[p.issuer] = p
 			publicIssuers = append(publicIssuers, p.issuer)
 		}
+		if p.intro != nil {
+			if err := h.intro.add(p); err != nil {
+				return nil, nil, err
+			}
+			p.intro.start(p.name, p.issuer, h.verifier.now, h.introLogger())
+		}
 		h.providers = append(h.providers, p)
 		specs = append(specs, spec)
 		all |= p.algs
 	}
 	h.verifier.parseAlgs = all.list()
 	return specs, publicIssuers, nil
+}
+
+// introLogger is the logger of the introspection clients: the handler's,
+// else the injected one, else none (compile without Provision).
+func (h *Handler) introLogger() *zap.Logger {
+	switch {
+	case h.obs.logger != nil:
+		return h.obs.logger
+	case h.deps.log != nil:
+		return h.deps.log
+	}
+	return zap.NewNop()
 }
 
 // checkGlobal validates the handler-level options; each check is the one
@@ -329,5 +354,10 @@ func (h *Handler) Cleanup() error {
 		}
 	}
 	h.leases = nil
+	for _, p := range h.providers {
+		if p.intro != nil {
+			p.intro.close()
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -35,6 +35,11 @@ type provider struct {
 	tmplPrefix, tmplSuffix string
 	tenants                map[string]bool // nil for a plain issuer
 	anyTenant              bool
+	// intro is the introspection client and cache of a provider that
+	// accepts opaque tokens, or nil.
+	intro *introspector
+	// allowNoAud accepts introspection answers without aud.
+	allowNoAud bool
 }
 
 // keySource is what a provider's keys are checked against: a remote,
