@@ -65,16 +65,15 @@ func (c *CertificateBinding) compile() (certPolicy, error) {
 // unmarshalCaddyfile reads a certificate_binding block, the cursor on its
 // name.
 func (c *CertificateBinding) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
+	once, err := subBlockStart(d, "certificate_binding: ")
+	if err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("certificate_binding: %s: specified more than once", opt)
+		if err := once(opt); err != nil {
+			return err
 		}
-		seen[opt] = true
 		var err error
 		switch opt {
 		case "mode":

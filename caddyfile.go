@@ -31,13 +31,20 @@ func parseHandler[T any, PT interface {
 // returns a function that refuses an option given twice in its block.
 func blockStart(d *caddyfile.Dispenser) (once func(opt string) error, err error) {
 	d.Next() // consume directive name
+	return subBlockStart(d, "")
+}
+
+// subBlockStart refuses arguments after a block's name (the cursor on it)
+// and returns a function that refuses an option given twice in the
+// block; prefix ("dpop: ", ...) names the block in errors.
+func subBlockStart(d *caddyfile.Dispenser, prefix string) (once func(opt string) error, err error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
 	seen := map[string]bool{}
 	return func(opt string) error {
 		if seen[opt] {
-			return d.Errf("%s: specified more than once", opt)
+			return d.Errf("%s%s: specified more than once", prefix, opt)
 		}
 		seen[opt] = true
 		return nil

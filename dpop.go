@@ -230,16 +230,15 @@ func (c *DPoP) compile(repl *caddy.Replacer) (*dpopPolicy, error) {
 
 // unmarshalCaddyfile reads a dpop block, the cursor on "dpop".
 func (c *DPoP) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
+	once, err := subBlockStart(d, "dpop: ")
+	if err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("dpop: %s: specified more than once", opt)
+		if err := once(opt); err != nil {
+			return err
 		}
-		seen[opt] = true
 		duration := func(dst *caddy.Duration, check func(caddy.Duration) error) error {
 			var s string
 			if !d.AllArgs(&s) {

@@ -275,16 +275,15 @@ func parseRate(s string) (float64, error) {
 
 // unmarshalCaddyfile reads an introspection block, the cursor on its name.
 func (in *Introspection) unmarshalCaddyfile(d *caddyfile.Dispenser, provider string) error {
-	if d.NextArg() {
-		return d.ArgErr()
+	once, err := subBlockStart(d, fmt.Sprintf("provider %q: introspection: ", provider))
+	if err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("provider %q: introspection: %s: specified more than once", provider, opt)
+		if err := once(opt); err != nil {
+			return err
 		}
-		seen[opt] = true
 		duration := func(dst *caddy.Duration) error {
 			var s string
 			if !d.AllArgs(&s) {
