@@ -710,6 +710,26 @@ func newReplayCache(size int) *replayCache {
 	return &replayCache{size: size, seen: make(map[[32]byte]replayEntry)}
 }
 
+// replayPool shares DPoP replay caches across handlers and config
+// reloads, so a `caddy reload` does not forget the proofs already used
+// (each would otherwise be accepted once more within its window). Handlers
+// with the same replay_cache_size share one cache: a proof is single-use
+// everywhere, and its htu keeps it to its own route anyway.
+var replayPool = caddy.NewUsagePool()
+
+// acquireReplayCache returns the pooled replay cache of this size and the
+// pool key to give back in Cleanup.
+func acquireReplayCache(size int) (string, *replayCache) {
+	key := fmt.Sprintf("oauth2_jwt|dpop-replay|size=%d", size)
+	val, _, _ := replayPool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return newReplayCache(size), nil
+	})
+	return key, val.(*replayCache)
+}
+
+// Destruct implements caddy.Destructor: a replay cache holds memory only.
+func (c *replayCache) Destruct() error { return nil }
+
 // Outcomes of replayCache.add.
 const (
 	replayNew  = iota // recorded: the proof is new

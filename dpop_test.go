@@ -819,3 +819,26 @@ func TestDPoPJSONConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestDPoPReplayCacheSurvivesReload: a reload provisions the new config
+// before the old one is cleaned up; the replay cache is pooled, so a proof
+// used under the old config is still refused under the new one (a fresh
+// cache would accept it once more within its window).
+func TestDPoPReplayCacheSurvivesReload(t *testing.T) {
+	f := newDPoPFixture(t)
+	old := f.handler(t, &Handler{DPoP: &DPoP{ReplayCacheSize: 777}}, nil)
+	tok := f.token(t, map[string]any{"jkt": f.jkt})
+	proof := signProof(t, f.client, jose.ES256, nil, proofClaims(old.verifier.now(), tok), nil)
+	if res := serve(t, old, dpopRequest(tok, proof)); res.status != http.StatusOK {
+		t.Fatalf("first use: status %d (%v)", res.status, res.err)
+	}
+	reloaded := f.handler(t, &Handler{DPoP: &DPoP{ReplayCacheSize: 777}}, nil)
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	expectDPoPReason(t, serve(t, reloaded, dpopRequest(tok, proof)), http.StatusUnauthorized, "dpop_proof_replayed", "invalid_dpop_proof")
+	fresh := signProof(t, f.client, jose.ES256, nil, proofClaims(reloaded.verifier.now(), tok), nil)
+	if res := serve(t, reloaded, dpopRequest(tok, fresh)); res.status != http.StatusOK {
+		t.Fatalf("a new proof after the reload: status %d (%v)", res.status, res.err)
+	}
+}

@@ -132,9 +132,10 @@ type Handler struct {
 	bind      bindingPolicy
 	intro     introRoutes // the introspection providers of opaque tokens
 
-	leases []string    // liveProviders keys this instance holds, given back by Cleanup
-	obs    observers   // logger and metric handles
-	deps   runtimeDeps // the clock and the key caches' logger; zero in production
+	leases      []string    // liveProviders keys this instance holds, given back by Cleanup
+	replayLease string      // replayPool key of the DPoP replay cache, or ""
+	obs         observers   // logger and metric handles
+	deps        runtimeDeps // the clock and the key caches' logger; zero in production
 }
 
 // requestPolicy is the compiled form of the request-level options: where

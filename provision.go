@@ -52,6 +52,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.awaitStoredKeys()
+	if d := h.bind.dpop; d != nil {
+		h.replayLease, d.replay = acquireReplayCache(d.replay.size)
+	}
 	return nil
 }
 
@@ -354,6 +357,12 @@ func (h *Handler) Cleanup() error {
 		}
 	}
 	h.leases = nil
+	if h.replayLease != "" {
+		if _, err := replayPool.Delete(h.replayLease); err != nil {
+			errs = append(errs, err)
+		}
+		h.replayLease = ""
+	}
 	for _, p := range h.providers {
 		if p.intro != nil {
 			p.intro.close()
