@@ -11,11 +11,9 @@ import (
 	"encoding/base64"
 	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-jose/go-jose/v4"
 )
@@ -70,23 +68,11 @@ func withCert(req *http.Request, cert *x509.Certificate) *http.Request {
 // trusted proxy (or not).
 func serveFromProxy(t testing.TB, h *Handler, req *http.Request, trusted bool) result {
 	t.Helper()
-	repl := caddy.NewReplacer()
-	w := httptest.NewRecorder()
-	req = caddyhttp.PrepareRequest(req, repl, w, nil)
-	caddyhttp.SetVar(req.Context(), caddyhttp.TrustedProxyVarKey, trusted)
-	res := result{repl: repl, status: http.StatusOK}
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		res.nextSeen = r
-		return nil
+	res, err := serveRequest(h, req, func(r *http.Request) {
+		caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, trusted)
 	})
-	res.err = h.ServeHTTP(w, req, next)
-	res.header = w.Header()
-	if res.err != nil {
-		var he caddyhttp.HandlerError
-		if !asHandlerError(res.err, &he) {
-			t.Fatalf("error is not a caddyhttp.HandlerError: %v", res.err)
-		}
-		res.status = he.StatusCode
+	if err != nil {
+		t.Fatal(err)
 	}
 	return res
 }

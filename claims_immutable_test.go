@@ -17,20 +17,7 @@ import (
 // that were signed.
 func signPayload(t testing.TB, k *testKey, payload []byte) string {
 	t.Helper()
-	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", k.kid)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.priv}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return compact(hdr(t, string(k.alg), k.kid, nil), string(payload), k.signer(t))
 }
 
 // TestClaimsAreImmutable runs every claim reader (each rule kind, the

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/standard" // handle_path, respond, handle_errors, tls
 	"github.com/go-jose/go-jose/v4"
 )
@@ -31,27 +30,9 @@ const dpopIntegrationGlobals = `{
 }
 `
 
-// dpopTester starts the test Caddy with config.
-func dpopTester(t *testing.T, config string) *caddytest.Tester {
-	t.Helper()
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	tc := caddytest.NewTester(t)
-	tc.InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	return tc
-}
-
-type dpopResponse struct {
-	status int
-	header http.Header
-	body   string
-}
-
 // dpopCall sends a GET of url with the token as DPoP (with proof, when
 // not empty) or as Bearer (proof "-").
-func dpopCall(t *testing.T, client *http.Client, url, token, proof string) dpopResponse {
+func dpopCall(t *testing.T, client *http.Client, url, token, proof string) response {
 	t.Helper()
 	res, err := dpopTry(client, url, token, proof)
 	if err != nil {
@@ -61,10 +42,10 @@ func dpopCall(t *testing.T, client *http.Client, url, token, proof string) dpopR
 }
 
 // dpopTry is dpopCall returning the transport error.
-func dpopTry(client *http.Client, url, token, proof string) (dpopResponse, error) {
+func dpopTry(client *http.Client, url, token, proof string) (response, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		return dpopResponse{}, err
+		return response{}, err
 	}
 	switch {
 	case proof == "-":
@@ -77,11 +58,11 @@ func dpopTry(client *http.Client, url, token, proof string) (dpopResponse, error
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return dpopResponse{}, err
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return dpopResponse{status: resp.StatusCode, header: resp.Header, body: string(body)}, err
+	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}, err
 }
 
 // TestIntegrationDPoP runs DPoP through a real Caddy: handle_path in
@@ -129,7 +110,7 @@ http://localhost:9080 {
 	}
 }
 `
-	tc := dpopTester(t, config)
+	tc := newIntegrationTester(t, config, "caddyfile")
 	tok := f.token(t, map[string]any{"jkt": f.jkt})
 	proofFor := func(htu string, nonce string) string {
 		c := proofClaims(time.Now(), tok)
@@ -143,7 +124,7 @@ http://localhost:9080 {
 
 	// The first key fetch runs in the background.
 	deadline := time.Now().Add(5 * time.Second)
-	var res dpopResponse
+	var res response
 	for {
 		res = dpopCall(t, tc.Client, url, tok, proofFor("http://localhost:9080/api/items", ""))
 		if res.status != http.StatusServiceUnavailable || time.Now().After(deadline) {
@@ -226,7 +207,7 @@ https://localhost:9443 {
 	}
 }
 `
-	dpopTester(t, config)
+	newIntegrationTester(t, config, "caddyfile")
 	cert, certKey := clientCertWithKey(t)
 	other, otherKey := clientCertWithKey(t)
 	tok := f.token(t, map[string]any{"x5t#S256": certThumb(cert)})
@@ -239,7 +220,7 @@ https://localhost:9443 {
 	}
 	const url = "https://localhost:9443/"
 	deadline := time.Now().Add(10 * time.Second)
-	var res dpopResponse
+	var res response
 	for {
 		// The internal CA issues the site certificate in the background.
 		var err error
@@ -325,7 +306,7 @@ http://localhost:9080 {
 	tok := f.token(t, map[string]any{"x5t#S256": certThumb(cert)})
 	hdr := ":" + base64.StdEncoding.EncodeToString(cert.Raw) + ":"
 	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(certHeader string, token ...string) dpopResponse {
+	get := func(certHeader string, token ...string) response {
 		req, _ := http.NewRequest(http.MethodGet, "http://localhost:9080/", nil)
 		req.Header.Set("Authorization", "Bearer "+append(token, tok)[0])
 		if certHeader != "" {
@@ -337,10 +318,10 @@ http://localhost:9080 {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		return dpopResponse{status: resp.StatusCode, header: resp.Header, body: string(body)}
+		return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
 	}
 
-	dpopTester(t, config("servers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}"))
+	newIntegrationTester(t, config("servers {\n\t\ttrusted_proxies static 127.0.0.1/32 ::1/128\n\t}"), "caddyfile")
 	deadline := time.Now().Add(5 * time.Second)
 	res := get(hdr)
 	for res.status == http.StatusServiceUnavailable && time.Now().Before(deadline) {
@@ -355,7 +336,7 @@ http://localhost:9080 {
 	}
 
 	client.CloseIdleConnections()
-	dpopTester(t, config(""))
+	newIntegrationTester(t, config(""), "caddyfile")
 	if res = get(hdr); res.status != 401 || res.body != "cert_binding_mismatch" {
 		t.Fatalf("untrusted peer: %d %q", res.status, res.body)
 	}

@@ -202,7 +202,7 @@ http://localhost:9080 {
 	}
 }
 `
-	tc := dpopTester(t, config)
+	tc := newIntegrationTester(t, config, "caddyfile")
 
 	// Both handlers fetch the issuer's keys (discovery, then jwks_uri) in
 	// the background: wait until a token with the issuer's kid is judged

@@ -214,10 +214,15 @@ func serve(t testing.TB, h *Handler, req *http.Request) result {
 // serveRequest is serve without a testing.TB, for goroutines and fuzz
 // targets: it returns an error when the handler's error is not a
 // caddyhttp.HandlerError.
-func serveRequest(h *Handler, req *http.Request) (result, error) {
+// Each setup function runs on the prepared request before the handler
+// (to set the variables Caddy's server sets, for example).
+func serveRequest(h *Handler, req *http.Request, setup ...func(*http.Request)) (result, error) {
 	repl := caddy.NewReplacer()
 	w := httptest.NewRecorder()
 	req = caddyhttp.PrepareRequest(req, repl, w, nil)
+	for _, f := range setup {
+		f(req)
+	}
 	res := result{repl: repl, status: http.StatusOK}
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		res.nextSeen = r
