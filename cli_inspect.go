@@ -26,8 +26,9 @@ import (
 
 func inspectCommand() *cobra.Command {
 	var configFile, adapter, proof, proofFile, method, rawURL string
+	var introspect bool
 	c := &cobra.Command{
-		Use:   "inspect [--config <file>] [--adapter <name>] [--dpop <proof> --method GET --url <url>] < token",
+		Use:   "inspect [--config <file>] [--adapter <name>] [--introspect] [--dpop <proof> --method GET --url <url>] < token",
 		Short: "Explain why a token (read on stdin) is accepted or rejected",
 		Long: `Reads a token on stdin (a leading "Bearer " is ignored) and prints its header
 and claims.
@@ -50,6 +51,15 @@ a DPoP key (cnf.jkt) is refused as the module refuses it when sent as Bearer.
 inspect presents no client certificate, so a certificate-bound token
 (cnf.x5t#S256) fails its binding check.
 
+An opaque token (not a compact JWS) goes, as in the module, to the
+introspection provider its token_prefix selects. With --introspect, inspect
+asks that provider's endpoint (RFC 7662; RFC 9701 with jwt_response) with the
+configured client credentials, through the module's own client, prints the
+answer and checks it by the module's rules, naming the reason of a refusal
+(inactive, bad_audience, expired, bad_claim for a refresh token...). A provider
+with introspect_jwts has its verified JWTs introspected too. Without
+--introspect no endpoint is asked, and such a token is undecided (exit 2).
+
 Without --config, only the token's shape and its exp, nbf and iat are checked
 (with the module's default leeway of 60s); the signature, issuer and audience
 are not.
@@ -60,7 +70,10 @@ Exit codes:
   1  rejected by every handler; without --config: expired, not yet valid,
      without exp, or not a JWT at all
   2  inspect could not run: no token on stdin, or the config cannot be
-     read, adapted or provisioned, or has no oauth2_jwt handler`,
+     read, adapted or provisioned, or has no oauth2_jwt handler; or it
+     could not decide: the token needs introspection and --introspect was
+     not given, or the introspection endpoint could not answer (down,
+     5xx, refusing the client credentials: the module answers 503)`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return &exitError{exitUsage, errors.New("inspect takes no arguments: it reads the token on stdin, e.g. caddy oauth2-jwt inspect < token.txt")}
@@ -86,6 +99,7 @@ Exit codes:
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			pr.introspect = introspect
 			var ok bool
 			if configFile == "" {
 				if adapter != "" {
@@ -93,6 +107,9 @@ Exit codes:
 				}
 				if pr.proof != "" {
 					return &exitError{exitUsage, errors.New("--dpop needs --config: the proof is checked by a handler's dpop block")}
+				}
+				if introspect {
+					return &exitError{exitUsage, errors.New("--introspect needs --config: the endpoint, the client credentials and the rules the answer is checked by (issuer, audiences, leeway) are a provider's introspection block")}
 				}
 				ok = inspectToken(cmd.OutOrStdout(), token)
 			} else {
@@ -118,6 +135,7 @@ Exit codes:
 	}
 	c.Flags().StringVarP(&configFile, "config", "c", "", "Caddy config file (Caddyfile or JSON) holding oauth2_jwt handlers")
 	c.Flags().StringVarP(&adapter, "adapter", "a", "", `config adapter (default: "caddyfile" for files named Caddyfile* or *.caddyfile, else JSON)`)
+	c.Flags().BoolVar(&introspect, "introspect", false, "ask the introspection endpoint of the provider the token goes to (RFC 7662)")
 	c.Flags().StringVar(&proof, "dpop", "", "the DPoP proof sent with the token (the DPoP header's value)")
 	c.Flags().StringVar(&proofFile, "dpop-file", "", "a file holding the DPoP proof")
 	c.Flags().StringVar(&method, "method", http.MethodGet, "with --dpop: the request's method")
@@ -129,6 +147,9 @@ Exit codes:
 // value), or with Authorization: DPoP, a proof, and the request it is for.
 type presented struct {
 	proof, method, url string
+	// introspect lets inspect ask an introspection endpoint
+	// (--introspect), as the module would for this token.
+	introspect bool
 }
 
 // presentedFromFlags checks inspect's DPoP flags.
@@ -480,26 +501,36 @@ func inspectPresented(base caddy.Context, out io.Writer, token string, cfgJSON [
 		return false, errors.New("the config has no oauth2_jwt handler")
 	}
 	accepted := false
+	var undecided error
 	for i, fh := range handlers {
 		var h Handler
 		if err := json.Unmarshal(fh.raw, &h); err != nil {
 			return false, fmt.Errorf("handler %d (%s): %w", i+1, fh.at, err)
 		}
-		ok, err := inspectWith(base, out, i+1, len(handlers), fh.at, &h, token, claims, pr)
-		if err != nil {
+		v, err := inspectWith(base, out, i+1, len(handlers), fh.at, &h, token, claims, pr)
+		var ue *undecidedError
+		switch {
+		case errors.As(err, &ue):
+			undecided = errors.Join(undecided, err)
+		case err != nil:
 			return false, err
 		}
-		accepted = accepted || ok
+		accepted = accepted || v == verdictAccepted
+	}
+	if !accepted && undecided != nil {
+		return false, undecided
 	}
 	return accepted, nil
 }
 
-func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any, pr presented) (bool, error) {
+// inspectWith provisions handler n of the config and judges the token
+// with it, printing every check.
+func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Handler, token string, claims map[string]any, pr presented) (verdict, error) {
 	cctx, cancel := caddy.NewContext(base)
 	defer cancel()
 	h.deps.noStorage = true // a diagnosis neither reads nor writes a Caddy's stored keys
 	if err := h.Provision(cctx); err != nil {
-		return false, fmt.Errorf("handler %d (%s): %w", n, at, err)
+		return verdictRejected, fmt.Errorf("handler %d (%s): %w", n, at, err)
 	}
 	defer func() { _ = h.Cleanup() }()
 	fmt.Fprintf(out, "\nHandler %d of %d (providers: %s) at %s\n", n, total, strings.Join(h.names, ", "), at)
@@ -522,9 +553,14 @@ func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Ha
 	if pr.proof != "" && h.bind.dpop == nil {
 		fmt.Fprintf(out, "  [FAIL] proof: the handler has no dpop block, so Authorization: DPoP is no credential here\n")
 		fmt.Fprintf(out, "  result: REJECTED, %d %s\n", h.req.missing, reasonMissingToken)
-		return false, nil
+		return verdictRejected, nil
 	}
 	now := h.verifier.now()
+	if h.intro.any() && !hasSeparator(token) {
+		if _, _, ok := compactParts(token); !ok {
+			return inspectOpaque(base, out, h, token, pr, now)
+		}
+	}
 	verified, p, _, aerr := h.verifier.verify(base, token, now)
 	if p != nil {
 		fmt.Fprintf(out, "  selects provider %q (issuer %s)\n", p.name, p.issuer)
@@ -534,17 +570,14 @@ func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Ha
 	if aerr == nil {
 		// The module's own binding checks, as acceptBound runs them.
 		verified.cnf, aerr = parseCnf(verified.top)
-		if aerr == nil && (verified.cnf != nil || h.bind.dpop != nil || h.bind.cert.required || pr.proof != "") {
-			steps = append(slices.Clip(steps), stepProof.String(), stepBinding.String())
-			method := pr.method
-			if pr.proof == "" {
-				method = http.MethodGet // only the client certificate (none) matters
-			}
+		if aerr == nil {
+			var bound bool
 			var err error
-			if req, err = bindingRequest(method, pr.url, pr.proof); err != nil {
-				return false, err
+			if req, bound, aerr, err = inspectBinding(h, p, verified, token, pr, now); err != nil {
+				return verdictRejected, err
+			} else if bound {
+				steps = append(slices.Clip(steps), stepProof.String(), stepBinding.String())
 			}
-			_, aerr = h.checkBinding(req, token, pr.proof != "", p, verified, now)
 		}
 	}
 	failed := ""
@@ -565,19 +598,194 @@ func inspectWith(base caddy.Context, out io.Writer, n, total int, at site, h *Ha
 		fmt.Fprintf(out, "  [ok]   %s\n", step)
 	}
 	if aerr != nil {
-		status := reasons[aerr.reason].status
-		if aerr.reason == reasonMissingToken {
-			status = h.req.missing
+		return printRejected(out, h, aerr), nil
+	}
+	if p.intro != nil && p.intro.cfg.jwts {
+		// introspect_jwts: the module asks the endpoint whether the
+		// verified JWT is still active (revocation).
+		if !pr.introspect {
+			fmt.Fprintf(out, "  [--]   introspection (introspect_jwts: the module also asks the endpoint; give --introspect)\n")
+			return verdictUndecided, &undecidedError{fmt.Errorf("provider %q introspects its JWTs (introspect_jwts): give --introspect to ask its endpoint whether this one is revoked", p.name)}
 		}
-		fmt.Fprintf(out, "  result: REJECTED, %d %s\n", status, aerr.reason)
-		return false, nil
+		top, raw, fault := p.intro.ask(base, p, token)
+		if fault != nil {
+			return printFault(out, p, fault)
+		}
+		printAnswer(out, raw)
+		if _, aerr, err := checkAnswer(p, top, raw, now); err != nil {
+			return printFault(out, p, &introFault{err: err, retryAfter: 1})
+		} else if aerr != nil {
+			fmt.Fprintf(out, "  [FAIL] introspection: %s (%s)\n", aerr.reason, explain(aerr))
+			return printRejected(out, h, aerr), nil
+		}
+		fmt.Fprintf(out, "  [ok]   introspection (active)\n")
 	}
-	if len(h.Require) > 0 && !satisfied(h.Require, verified) {
+	return printRequire(out, h, verified), nil
+}
+
+// verdict is one handler's judgement of the token in inspect.
+type verdict int
+
+const (
+	verdictRejected  verdict = iota
+	verdictAccepted          // every check passes
+	verdictUndecided         // only the introspection endpoint can say, and it did not
+)
+
+// undecidedError is why no handler could decide: an introspection
+// endpoint that could not answer, or one inspect was not told to ask. It
+// is exit code 2, as the token may be fine.
+type undecidedError struct{ err error }
+
+func (e *undecidedError) Error() string { return e.err.Error() }
+func (e *undecidedError) Unwrap() error { return e.err }
+
+// inspectBinding runs the module's binding checks (DPoP proof, cnf,
+// client certificate) on verified claims c, as acceptBound does, when
+// the token or the handler calls for them (bound). req is the request
+// they were checked against.
+func inspectBinding(h *Handler, p *provider, c *Claims, token string, pr presented, now time.Time) (req *http.Request, bound bool, aerr *authError, err error) {
+	if c.cnf == nil && h.bind.dpop == nil && !h.bind.cert.required && pr.proof == "" {
+		return nil, false, nil, nil
+	}
+	method := pr.method
+	if pr.proof == "" {
+		method = http.MethodGet // only the client certificate (none) matters
+	}
+	if req, err = bindingRequest(method, pr.url, pr.proof); err != nil {
+		return nil, true, nil, err
+	}
+	_, aerr = h.checkBinding(req, token, pr.proof != "", p, c, now)
+	return req, true, aerr, nil
+}
+
+// printRejected prints the result line of a refusal, with the status
+// the module answers.
+func printRejected(out io.Writer, h *Handler, aerr *authError) verdict {
+	status := reasons[aerr.reason].status
+	if aerr.reason == reasonMissingToken {
+		status = h.req.missing
+	}
+	fmt.Fprintf(out, "  result: REJECTED, %d %s\n", status, aerr.reason)
+	return verdictRejected
+}
+
+// printRequire applies the handler's require rules to accepted claims
+// and prints the result.
+func printRequire(out io.Writer, h *Handler, c *Claims) verdict {
+	if len(h.Require) > 0 && !satisfied(h.Require, c) {
 		fmt.Fprintf(out, "  [FAIL] require: the token lacks a required scope or claim\n  result: REJECTED, 403 forbidden\n")
-		return false, nil
+		return verdictRejected
 	}
-	fmt.Fprintf(out, "  result: ACCEPTED (sub %q)\n", verified.Subject())
-	return true, nil
+	fmt.Fprintf(out, "  result: ACCEPTED (sub %q)\n", c.Subject())
+	return verdictAccepted
+}
+
+// inspectOpaque judges a token that is not a compact JWS as the module
+// does: routed by token_prefix to an introspection provider, whose
+// endpoint is asked (with --introspect) through the module's own client,
+// and whose answer is checked by the module's own rules, then the
+// binding and require checks.
+func inspectOpaque(ctx context.Context, out io.Writer, h *Handler, token string, pr presented, now time.Time) (verdict, error) {
+	const indent = "         "
+	fmt.Fprintf(out, "  opaque token (not a compact JWS): judged by token introspection (RFC 7662)\n")
+	p := h.intro.route(token)
+	if p == nil {
+		fmt.Fprintf(out, "  [FAIL] issuer: %s (%s)\n", errOpaqueNoRoute.reason, explain(errOpaqueNoRoute))
+		for i, ip := range h.providers {
+			if ip.intro == nil {
+				continue
+			}
+			label := "accepted:  "
+			if i > 0 {
+				label = strings.Repeat(" ", len(label))
+			}
+			fmt.Fprintf(out, "%s%stokens starting with %q (provider %s)\n", indent, label, ip.intro.cfg.prefix, ip.name)
+		}
+		return printRejected(out, h, errOpaqueNoRoute), nil
+	}
+	in := p.intro
+	route := "the introspection provider without token_prefix"
+	if in.cfg.prefix != "" {
+		route = fmt.Sprintf("token_prefix %q", in.cfg.prefix)
+	}
+	fmt.Fprintf(out, "  selects provider %q (issuer %s) by %s\n", p.name, p.issuer, route)
+	if !pr.introspect {
+		fmt.Fprintf(out, "  [--]   introspection (give --introspect to ask %s)\n", in.endpointNow())
+		return verdictUndecided, &undecidedError{fmt.Errorf("provider %q judges this opaque token by introspection: give --introspect to ask its endpoint", p.name)}
+	}
+	top, raw, fault := in.ask(ctx, p, token)
+	// After ask, the endpoint is known even when read from discovery.
+	fmt.Fprintf(out, "  asked %s as client %q (%s)\n", in.endpointNow(), in.cfg.clientID, in.authMethod())
+	if fault != nil {
+		return printFault(out, p, fault)
+	}
+	printAnswer(out, raw)
+	c, aerr, err := checkAnswer(p, top, raw, now)
+	if err != nil {
+		return printFault(out, p, &introFault{err: err, retryAfter: 1})
+	}
+	if aerr != nil {
+		if aerr != errInactive {
+			fmt.Fprintf(out, "  [ok]   introspection (active)\n")
+		}
+		fmt.Fprintf(out, "  [FAIL] %s: %s (%s)\n", aerr.step, aerr.reason, explain(aerr))
+		if aerr.step == stepAudience || aerr.step == stepIssuer {
+			var answer map[string]any
+			_ = json.Unmarshal(raw, &answer)
+			explainStep(out, aerr.step.String(), h, p, answer)
+		}
+		return printRejected(out, h, aerr), nil
+	}
+	for _, step := range []string{"introspection (active)", "issuer", "claims (an access token)", "time", "audience"} {
+		fmt.Fprintf(out, "  [ok]   %s\n", step)
+	}
+	req, bound, aerr, err := inspectBinding(h, p, c, token, pr, now)
+	if err != nil {
+		return verdictRejected, err
+	}
+	if bound {
+		for _, st := range []step{stepProof, stepBinding} {
+			switch {
+			case aerr != nil && aerr.step == st:
+				fmt.Fprintf(out, "  [FAIL] %s: %s (%s)\n", st, aerr.reason, explain(aerr))
+				explainBinding(out, aerr, h, req, pr, c, now)
+				return printRejected(out, h, aerr), nil
+			case st == stepProof && pr.proof == "":
+				fmt.Fprintf(out, "  [--]   %s (no --dpop: the token is sent as Bearer)\n", st)
+			default:
+				fmt.Fprintf(out, "  [ok]   %s\n", st)
+			}
+		}
+	}
+	return printRequire(out, h, c), nil
+}
+
+// printAnswer prints an introspection answer's members, as the claims of
+// a JWT are printed.
+func printAnswer(out io.Writer, raw []byte) {
+	var pretty any
+	if json.Unmarshal(raw, &pretty) != nil {
+		return
+	}
+	b, _ := json.MarshalIndent(pretty, "  ", "  ")
+	fmt.Fprintf(out, "  introspection answer:\n  %s\n", b)
+	if m, ok := pretty.(map[string]any); ok {
+		for _, name := range []string{"iat", "nbf", "exp"} {
+			if f, ok := m[name].(float64); ok {
+				t := time.Unix(int64(f), 0)
+				fmt.Fprintf(out, "    %s = %s (%s)\n", name, t.UTC().Format(time.RFC3339), relative(t))
+			}
+		}
+	}
+}
+
+// printFault prints an introspection call that gave no answer: the
+// module would answer 503, as the token may be fine.
+func printFault(out io.Writer, p *provider, f *introFault) (verdict, error) {
+	fmt.Fprintf(out, "  [FAIL] introspection: %s (introspection endpoint unavailable: %v)\n", reasonUnavailable, f.err)
+	fmt.Fprintf(out, "  result: UNDECIDED, the module answers 503 %s with Retry-After: %d (the token may be fine)\n", reasonUnavailable, max(f.retryAfter, 1))
+	return verdictUndecided, &undecidedError{fmt.Errorf("provider %q: the introspection endpoint could not answer: %w", p.name, f.err)}
 }
 
 // explainStep says, after a failed issuer or audience check, what would

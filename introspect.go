@@ -341,20 +341,25 @@ func (in *Introspection) unmarshalCaddyfile(d *caddyfile.Dispenser, provider str
 	return nil
 }
 
-// introspector is a provider's introspection client, answer cache and
-// rate limit. It is per handler, like the verified-token cache, because
-// the checks an answer passed (audiences, leeway) are the provider's.
+// introspector is a provider's introspection client, with its answer
+// cache, rate limit and singleflight. Those three are pooled (introPool):
+// every handler, in every loaded config, whose provider has the same name,
+// issuer, endpoint, client_id and answer policy shares them, so a reload
+// keeps the cached answers and max_rate bounds the calls of them all.
 type introspector struct {
-	cfg     *introspectConfig
-	client  *http.Client
-	now     func() time.Time
-	log     *zap.Logger
-	name    string
-	issuer  string
-	cache   *introCache
-	limit   *tokenBucket
+	cfg    *introspectConfig
+	client *http.Client
+	now    func() time.Time
+	log    *zap.Logger
+	name   string
+	issuer string
+	*introShared
 	maxWait time.Duration
-	flight  flightGroup
+	// wait sleeps for a turn under max_rate (sleep; tests replace it).
+	wait func(ctx context.Context, d time.Duration) error
+	// lease is the introPool key of the shared state, or "" while the
+	// introspector has its own (compiled, not provisioned).
+	lease string
 
 	calls       [introResultCount]prometheus.Counter
 	cacheHit    prometheus.Counter
@@ -521,9 +526,9 @@ var introResultNames = [introResultCount]string{"active", "inactive", "error"}
 func (in *introspector) start(name, issuer string, now func() time.Time, log *zap.Logger) {
 	c := in.cfg
 	in.name, in.issuer, in.now, in.log = name, issuer, now, log
-	in.cache = newIntroCache(c.size)
-	in.limit = newTokenBucket(c.rate, now())
+	in.introShared = newIntroShared(c, now())
 	in.maxWait = defaultIntroMaxWait
+	in.wait = sleep
 	if c.endpoint == "" {
 		in.fetcher = newFetcher(c.timeout, c.insecureHTTP)
 	}
@@ -558,9 +563,11 @@ func (in *introspector) observe(m *metricSet) {
 // for the admin API: added by Provision, removed by Cleanup.
 var liveIntrospectors sync.Map // *introspector -> struct{}
 
-// close drops the client's idle connections and the admin API's entry.
+// close drops the client's idle connections, the admin API's entry and
+// the lease on the pooled state.
 func (in *introspector) close() {
 	liveIntrospectors.Delete(in)
+	in.release()
 	if in.client != nil {
 		in.client.CloseIdleConnections()
 	}
@@ -575,8 +582,8 @@ type introspectionStatus struct {
 	TokenPrefix string     `json:"token_prefix,omitempty"`
 	LastCall    *time.Time `json:"last_call,omitempty"`
 	LastResult  string     `json:"last_result,omitempty"`
-	// CacheEntries counts the cached answers of every handler naming
-	// the provider (each handler has its own cache).
+	// CacheEntries counts the cached answers of the provider, in every
+	// cache of a loaded config (handlers with the same policy share one).
 	CacheEntries int `json:"cache_entries"`
 }
 
@@ -584,6 +591,7 @@ type introspectionStatus struct {
 // provider name with issuer, or nil when it has none.
 func introspectionOf(name, issuer string) *introspectionStatus {
 	var st *introspectionStatus
+	counted := map[*introCache]bool{}
 	liveIntrospectors.Range(func(k, _ any) bool {
 		in := k.(*introspector)
 		if in.name != name || in.issuer != issuer {
@@ -592,7 +600,10 @@ func introspectionOf(name, issuer string) *introspectionStatus {
 		if st == nil {
 			st = &introspectionStatus{Endpoint: in.endpointNow(), TokenPrefix: in.cfg.prefix}
 		}
-		st.CacheEntries += in.cache.len()
+		if !counted[in.cache] {
+			counted[in.cache] = true
+			st.CacheEntries += in.cache.len()
+		}
 		in.mu.Lock()
 		if !in.lastCall.IsZero() && (st.LastCall == nil || in.lastCall.After(*st.LastCall)) {
 			t := in.lastCall
@@ -612,51 +623,20 @@ type introFault struct {
 	retryAfter int // seconds
 }
 
-// call asks the endpoint about token. It returns the checked claims, or
-// the refusal the answer implies, or a fault.
+// call asks the endpoint about token, within max_rate. It returns the
+// checked claims, or the refusal the answer implies, or a fault.
 func (in *introspector) call(ctx context.Context, p *provider, token string) (*Claims, *authError, *introFault) {
 	if wait, ok := in.limit.take(in.now(), in.maxWait); !ok {
 		in.rateLimited.Inc()
 		return nil, nil, &introFault{err: errors.New("max_rate reached"), retryAfter: int((wait + time.Second - 1) / time.Second)}
 	} else if wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, &introFault{err: ctx.Err(), retryAfter: 1}
-		}
-	}
-	endpoint, fault := in.resolveEndpoint(ctx)
-	if fault != nil {
-		in.record(introError, "error: "+fault.err.Error())
-		return nil, nil, fault
-	}
-	body, ctype, fault := in.post(ctx, endpoint, token)
-	if fault != nil {
-		in.record(introError, "error: "+fault.err.Error())
-		return nil, nil, fault
-	}
-	want := "application/json"
-	if in.cfg.jwtResponse {
-		want = introJWTMediaType
-	}
-	if mt, _, err := mime.ParseMediaType(ctype); err != nil || mt != want {
-		err := fmt.Errorf("answer is %q, not %s", clip(ctype), want)
-		in.record(introError, "error: "+err.Error())
-		return nil, nil, &introFault{err: err, retryAfter: 1}
-	}
-	if in.cfg.jwtResponse {
-		var err error
-		if body, err = in.unwrapJWT(ctx, p, body); err != nil {
-			in.record(introError, "error: "+err.Error())
+		if err := in.wait(ctx, wait); err != nil {
 			return nil, nil, &introFault{err: err, retryAfter: 1}
 		}
 	}
-	top, raw, err := parseAnswer(body)
-	if err != nil {
-		in.record(introError, "error: "+err.Error())
-		return nil, nil, &introFault{err: err, retryAfter: 1}
+	top, raw, fault := in.ask(ctx, p, token)
+	if fault != nil {
+		return nil, nil, fault
 	}
 	claims, aerr, err := checkAnswer(p, top, raw, in.now())
 	switch {
@@ -669,6 +649,56 @@ func (in *introspector) call(ctx context.Context, p *provider, token string) (*C
 	}
 	in.record(introActive, "active")
 	return claims, nil, nil
+}
+
+// sleep waits d for a turn under max_rate, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ask makes one request to the endpoint and returns the RFC 7662 answer
+// (taken out of its RFC 9701 JWT with jwt_response) as parsed members and
+// raw JSON, before the provider's rules judge it; or the fault that kept
+// it from being one. It is the whole exchange with the endpoint, shared
+// by the handler and inspect --introspect, so both see the same answer.
+func (in *introspector) ask(ctx context.Context, p *provider, token string) (map[string]json.RawMessage, []byte, *introFault) {
+	fail := func(err error, retryAfter int) (map[string]json.RawMessage, []byte, *introFault) {
+		in.record(introError, "error: "+err.Error())
+		return nil, nil, &introFault{err: err, retryAfter: retryAfter}
+	}
+	endpoint, fault := in.resolveEndpoint(ctx)
+	if fault != nil {
+		return fail(fault.err, fault.retryAfter)
+	}
+	body, ctype, fault := in.post(ctx, endpoint, token)
+	if fault != nil {
+		return fail(fault.err, fault.retryAfter)
+	}
+	want := "application/json"
+	if in.cfg.jwtResponse {
+		want = introJWTMediaType
+	}
+	if mt, _, err := mime.ParseMediaType(ctype); err != nil || mt != want {
+		return fail(fmt.Errorf("answer is %q, not %s", clip(ctype), want), 1)
+	}
+	if in.cfg.jwtResponse {
+		var err error
+		if body, err = in.unwrapJWT(ctx, p, body); err != nil {
+			return fail(err, 1)
+		}
+	}
+	top, raw, err := parseAnswer(body)
+	if err != nil {
+		return fail(err, 1)
+	}
+	return top, raw, nil
 }
 
 // record counts a call and keeps its result for the admin API.
@@ -851,6 +881,7 @@ var (
 	errOpaqueNoRoute  = &authError{step: stepIssuer, reason: reasonUnknownIssuer, detail: "opaque token: no introspection provider takes it (token_prefix)"}
 	errAnswerIssuer   = &authError{step: stepIssuer, reason: reasonBadClaim, detail: "the introspection answer's iss is not the provider's issuer"}
 	errNotAccessToken = &authError{step: stepClaims, reason: reasonBadClaim, detail: "the introspection answer names a token that is not an access token"}
+	errNoAudNoType    = &authError{step: stepClaims, reason: reasonBadClaim, detail: "the introspection answer has neither aud nor token_type: nothing says it is an access token"}
 )
 
 // accessTokenTypes are the token_type values of access tokens (RFC 6749
@@ -924,6 +955,11 @@ func checkAnswer(p *provider, top map[string]json.RawMessage, raw []byte, now ti
 		}
 	} else if !p.allowNoAud {
 		return nil, fail(stepAudience, reasonMissingClaim, "the introspection answer has no aud (allow_missing_audience is off)"), nil
+	} else if _, ok := top["token_type"]; !ok {
+		// Without aud, token_type is the only sign that this is an
+		// access token: oidc-provider (and Logto, built on it) answers
+		// for a refresh token with neither.
+		return nil, errNoAudNoType, nil
 	}
 	if v, ok := top["sub"]; ok {
 		sub, ok := jsonString(v)
@@ -1078,4 +1114,15 @@ func readCapped(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s exceeds %d bytes", path, maxBodySize)
 	}
 	return data, nil
+}
+
+// authMethod names the client authentication of the calls, for inspect.
+func (in *introspector) authMethod() string {
+	switch {
+	case in.cfg.privateKey != "":
+		return "private_key_jwt"
+	case in.cfg.authPost:
+		return "client_secret_post"
+	}
+	return "client_secret_basic"
 }

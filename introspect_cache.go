@@ -1,10 +1,74 @@
 package oauth2jwt
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
+
+// introShared is the part of an introspector that may outlive its
+// config: the answers, the rate limit and the calls in flight.
+type introShared struct {
+	cache  *introCache
+	limit  *tokenBucket
+	flight flightGroup
+}
+
+func newIntroShared(c *introspectConfig, now time.Time) *introShared {
+	return &introShared{cache: newIntroCache(c.size), limit: newTokenBucket(c.rate, now)}
+}
+
+// Destruct implements caddy.Destructor: the shared state holds memory
+// only.
+func (*introShared) Destruct() error { return nil }
+
+// introPool shares introspection state across handlers and config
+// reloads, as replayPool does for DPoP proofs: a `caddy reload` keeps the
+// cached answers (no burst of calls to the endpoint, no answer forgotten)
+// and max_rate stays one budget per endpoint and client. Only handlers
+// that would cache the very same facts share an entry: see introPoolKey.
+var introPool = caddy.NewUsagePool()
+
+// introPoolKey names the state an introspector of provider p may share:
+// the provider's identity (name, issuer), the endpoint and client that
+// ask, and everything that decides what an answer becomes when it is
+// cached (the audiences, the leeway, allow_missing_audience, the signed
+// answer and its algorithms, the TTLs, the cache size and max_rate). A
+// reload that changes any of them starts afresh; one that changes only
+// a route's require rules, or the client secret, keeps the answers.
+func introPoolKey(p *provider) string {
+	c := p.intro.cfg
+	endpoint := c.endpoint
+	if endpoint == "" {
+		endpoint = "discovery " + c.discoveryURI
+	}
+	return strings.Join([]string{"oauth2_jwt|introspection", p.name, p.issuer, endpoint, c.clientID,
+		strings.Join(p.audiences, "\x01"), p.leeway.String(), fmt.Sprint(p.allowNoAud),
+		fmt.Sprint(c.jwtResponse), fmt.Sprint(uint64(p.algs)), c.cacheTTL.String(), c.negativeTTL.String(),
+		fmt.Sprint(c.size), fmt.Sprint(c.rate)}, "\x00")
+}
+
+// acquire swaps the introspector's own state for the pooled one of its
+// key; close gives it back. Provision calls it, once.
+func (in *introspector) acquire(p *provider) {
+	key := introPoolKey(p)
+	own := in.introShared
+	val, _, _ := introPool.LoadOrNew(key, func() (caddy.Destructor, error) { return own, nil })
+	in.introShared, in.lease = val.(*introShared), key
+}
+
+// release gives back the pooled state, once.
+func (in *introspector) release() {
+	if in.lease == "" {
+		return
+	}
+	_, _ = introPool.Delete(in.lease)
+	in.lease = ""
+}
 
 // introCache remembers introspection answers of one provider, keyed by
 // the SHA-256 of the token: the token itself is never kept. It holds

@@ -1,6 +1,10 @@
 package oauth2jwt
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -235,7 +239,16 @@ func TestIntrospectionRefusals(t *testing.T) {
 		ep := newIntroEndpoint(t)
 		h := introHandler(t, ep, clk, func(p *Provider, _ *Handler) { p.AllowMissingAudience = true })
 		ep.set("opaque-1", with(map[string]any{"aud": nil}))
-		expectReason(t, serve(t, h, bearer("opaque-1")), 200, "")
+		// An answer with neither aud nor token_type: oidc-provider's
+		// (and so Logto's) answer for a refresh token looks like this.
+		ep.set("refresh-like", with(map[string]any{"aud": nil, "token_type": nil}))
+		for range 2 {
+			expectReason(t, serve(t, h, bearer("opaque-1")), 200, "")
+			expectReason(t, serve(t, h, bearer("refresh-like")), 401, "bad_claim")
+		}
+		if n := ep.calls.Load(); n != 2 {
+			t.Fatalf("calls = %d, want 2", n)
+		}
 	})
 }
 
@@ -970,5 +983,171 @@ http://localhost:9080 {
 	}
 	if res := call(t, tc, "/", "other-opaque"); res.status != 401 || !strings.Contains(res.header.Get("WWW-Authenticate"), "issuer not accepted") {
 		t.Fatalf("token without the prefix: %d %q", res.status, res.header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestIntrospectionMaxRateWait: a call over max_rate waits for its turn
+// when one frees up within the brief wait, and is then served; when the
+// next turn is further off, the request is 503 with the Retry-After the
+// bucket implies. The wait is the test's, observed through a channel; the
+// bucket reads the frozen clock.
+func TestIntrospectionMaxRateWait(t *testing.T) {
+	ep := newIntroEndpoint(t)
+	clk := newFrozenClock()
+	h := introHandler(t, ep, clk, func(p *Provider, _ *Handler) { p.Introspection.MaxRate = "1/s" })
+	in := h.providers[0].intro
+	waited := make(chan time.Duration)
+	release := make(chan struct{})
+	in.wait = func(_ context.Context, d time.Duration) error {
+		waited <- d
+		<-release
+		return nil
+	}
+	for _, tok := range []string{"first", "second", "third"} {
+		ep.set(tok, activeAnswer(clk.now()))
+	}
+	limited0 := testutil.ToFloat64(in.rateLimited)         // the counter is the process's
+	expectReason(t, serve(t, h, bearer("first")), 200, "") // the bucket's one call
+
+	// The next turn is a second away, beyond the 250 ms wait: 503.
+	res := serve(t, h, bearer("second"))
+	expectReason(t, res, http.StatusServiceUnavailable, "unavailable")
+	if got := res.header.Get("Retry-After"); got != "1" {
+		t.Fatalf("Retry-After = %q, want 1", got)
+	}
+	if ep.calls.Load() != 1 {
+		t.Fatalf("calls = %d, want 1: a call over max_rate was made", ep.calls.Load())
+	}
+
+	// 900 ms later the turn is 100 ms away: the request waits for it
+	// (the call is not made meanwhile), then is served.
+	clk.advance(900 * time.Millisecond)
+	done := make(chan result, 1)
+	go func() {
+		res, err := serveRequest(h, bearer("second"))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	if d := <-waited; d <= 0 || d > defaultIntroMaxWait {
+		t.Fatalf("waited %v for a turn, want within (0, %v]", d, defaultIntroMaxWait)
+	}
+	if ep.calls.Load() != 1 {
+		t.Fatal("the call was made before its turn")
+	}
+	close(release)
+	expectReason(t, <-done, 200, "")
+	if ep.calls.Load() != 2 {
+		t.Fatalf("calls = %d, want 2", ep.calls.Load())
+	}
+	expectReason(t, serve(t, h, bearer("second")), 200, "") // cached: no turn needed
+
+	// The waiting call took the turn: the next is 1.1 s away.
+	res = serve(t, h, bearer("third"))
+	expectReason(t, res, http.StatusServiceUnavailable, "unavailable")
+	if got := res.header.Get("Retry-After"); got != "2" {
+		t.Fatalf("Retry-After = %q, want 2", got)
+	}
+	if n := testutil.ToFloat64(in.rateLimited) - limited0; n != 2 {
+		t.Fatalf("rate-limited calls counted %v, want 2", n)
+	}
+}
+
+// TestIntrospectionDPoPBound: an answer with cnf.jkt binds the opaque
+// token to a DPoP key exactly as for a JWT: with a valid proof of that key
+// it is accepted (twice, the second from the cache, with a new proof),
+// without a proof or with another key's it is refused.
+func TestIntrospectionDPoPBound(t *testing.T) {
+	ep := newIntroEndpoint(t)
+	clk := newFrozenClock()
+	h := introHandler(t, ep, clk, func(_ *Provider, h *Handler) { h.DPoP = &DPoP{} })
+	client, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jkt := thumbprint(t, client.Public())
+	const tok = "opaque-dpop-bound"
+	a := activeAnswer(clk.now())
+	a["token_type"] = "DPoP"
+	a["cnf"] = map[string]any{"jkt": jkt}
+	ep.set(tok, a)
+	for i := range 2 {
+		proof := signProof(t, client, jose.ES256, nil, proofClaims(clk.now(), tok), nil)
+		res := serve(t, h, dpopRequest(tok, proof))
+		expectReason(t, res, http.StatusOK, "")
+		if got := res.placeholder("http.auth.jwt.dpop.jkt"); got != jkt {
+			t.Fatalf("request %d: {http.auth.jwt.dpop.jkt} = %q, want %q", i, got, jkt)
+		}
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+		code string
+	}{
+		{"as Bearer", bearer(tok), "key_binding_mismatch"},
+		{"DPoP scheme without a proof", dpopRequest(tok, ""), "dpop_proof_missing"},
+		{"another key's proof", dpopRequest(tok, signProof(t, other, jose.ES256, nil, proofClaims(clk.now(), tok), nil)), "key_binding_mismatch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := serve(t, h, tc.req)
+			if res.status != http.StatusUnauthorized || res.placeholder("http.auth.jwt.error") != tc.code || res.nextSeen != nil {
+				t.Fatalf("status %d, reason %q, want 401 %s", res.status, res.placeholder("http.auth.jwt.error"), tc.code)
+			}
+		})
+	}
+	if n := ep.calls.Load(); n != 1 {
+		t.Fatalf("endpoint called %d times, want 1 (the answer is cached, the binding checked per request)", n)
+	}
+}
+
+// TestIntrospectionCacheSurvivesReload: a reloaded config whose provider
+// has the same identity, endpoint, client and policy keeps the cached
+// answers (no call after the reload); one with another policy (here
+// another audience) starts afresh.
+func TestIntrospectionCacheSurvivesReload(t *testing.T) {
+	ep := newIntroEndpoint(t)
+	clk := newFrozenClock()
+	ep.set("opaque-1", activeAnswer(clk.now()))
+	old := introHandler(t, ep, clk, nil)
+	expectReason(t, serve(t, old, bearer("opaque-1")), 200, "")
+	expectReason(t, serve(t, old, bearer("opaque-2")), 401, "inactive")
+
+	// caddy reload: the new config is provisioned, then the old one
+	// cleaned up. The route's rules changed; the provider did not.
+	reloaded := introHandler(t, ep, clk, func(_ *Provider, h *Handler) {
+		h.Require = []Requirement{{Scopes: []string{"read"}}}
+	})
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		expectReason(t, serve(t, reloaded, bearer("opaque-1")), 200, "")
+		expectReason(t, serve(t, reloaded, bearer("opaque-2")), 401, "inactive")
+	}
+	if n := ep.calls.Load(); n != 2 {
+		t.Fatalf("endpoint called %d times across the reload, want 2 (the answers were kept)", n)
+	}
+	if st := introspectionOf("op", introIssuer); st == nil || st.CacheEntries != 2 {
+		t.Fatalf("admin introspection status = %+v, want 2 cache entries", st)
+	}
+
+	changed := introHandler(t, ep, clk, func(p *Provider, _ *Handler) { p.Audiences = []string{"orders-api", "billing"} })
+	expectReason(t, serve(t, changed, bearer("opaque-1")), 200, "")
+	if n := ep.calls.Load(); n != 3 {
+		t.Fatalf("endpoint called %d times, want 3: another policy must not reuse the answers", n)
+	}
+	if err := reloaded.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := changed.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := introPool.References(introPoolKey(old.providers[0])); n != 0 {
+		t.Fatalf("the pooled state is still held %d times after every handler was cleaned up", n)
 	}
 }

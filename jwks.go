@@ -101,6 +101,9 @@ type verificationKey struct {
 	alg   jose.SignatureAlgorithm // the JWK's alg member; empty when absent
 	class keyClass
 	key   any // *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey or []byte
+	// rsa is an RSA key's modulus prepared for verification once, when
+	// the set is parsed (see signature.go); nil for other keys.
+	rsa *rsaVerifyKey
 }
 
 // fits reports whether this key may verify a token signed with alg: the key
@@ -332,6 +335,7 @@ func parseJWK(raw json.RawMessage, allowOct bool) (*verificationKey, skippedKey)
 			return skip(fmt.Sprintf("RSA key of %d bits is under %d", pub.N.BitLen(), minRSABits))
 		}
 		k.class = classRSA
+		k.rsa = newRSAVerifyKey(pub)
 	case *ecdsa.PublicKey:
 		switch pub.Curve {
 		case elliptic.P256():

@@ -46,6 +46,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("provider %q: %w", p.name, err)
 			}
 			p.intro.observe(h.obs.metrics)
+			p.intro.acquire(p)
 		}
 		if err := h.acquire(p, specs[i], store); err != nil {
 			return err

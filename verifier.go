@@ -2,8 +2,7 @@ package oauth2jwt
 
 import (
 	"context"
-	"encoding/base64"
-	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/json"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // maxKidlessCandidates bounds the signature checks one token without kid
@@ -102,16 +100,6 @@ func compactParts(token string) (dot1, dot2 int, ok bool) {
 	return dot1, dot2, true
 }
 
-// parsedToken is a token whose shape, header and payload passed the
-// checks that need no provider.
-type parsedToken struct {
-	jws     *jwt.JSONWebToken
-	hdr     *jose.Header
-	alg     jose.SignatureAlgorithm
-	payload []byte
-	top     map[string]json.RawMessage
-}
-
 // verify checks one token and returns its claims and provider. Cheap checks
 // come first; only a token that passes every local check may cause a key
 // fetch (an unknown kid), and then at most once per min_refresh_interval.
@@ -127,7 +115,7 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	if !p.algs.has(pt.alg) {
 		return nil, p, 0, errAlgNotAllowed
 	}
-	if p.requireAT && !isAccessTokenType(pt.hdr) {
+	if p.requireAT && !isAccessTokenType(pt.typ) {
 		return nil, p, 0, fail(stepHeader, reasonBadClaim, "typ is not at+jwt")
 	}
 	claims, aerr := checkClaims(p, pt.top, now)
@@ -144,63 +132,6 @@ func (v *verifier) verify(ctx context.Context, token string, now time.Time) (*Cl
 	claims.raw = pt.payload
 	claims.top = pt.top
 	return claims, p, gen, nil
-}
-
-// parse runs the checks that need no provider: size, compact shape, the
-// JOSE header, and a UTF-8 JSON object payload without duplicate members.
-func (v *verifier) parse(token string) (*parsedToken, *authError) {
-	if len(token) > v.maxTokenSize {
-		return nil, errTooLarge
-	}
-	dot1, dot2, ok := compactParts(token)
-	if !ok {
-		return nil, errNotCompact
-	}
-	if aerr := checkHeaderJSON(token[:dot1]); aerr != nil {
-		return nil, aerr
-	}
-	tok, err := jwt.ParseSigned(token, v.parseAlgs)
-	if err != nil {
-		var unexpected *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &unexpected) {
-			return nil, errAlgUnknown
-		}
-		return nil, fail(stepHeader, reasonMalformed, "token header or encoding invalid")
-	}
-	if len(tok.Headers) != 1 {
-		return nil, fail(stepHeader, reasonMalformed, "token must have exactly one signature")
-	}
-	pt := &parsedToken{jws: tok, hdr: &tok.Headers[0]}
-	pt.alg = jose.SignatureAlgorithm(pt.hdr.Algorithm)
-	if aerr := checkHeader(pt.hdr); aerr != nil {
-		return nil, aerr
-	}
-	pt.payload, err = base64.RawURLEncoding.DecodeString(token[dot1+1 : dot2])
-	if err != nil {
-		return nil, errNotCompact
-	}
-	if !utf8.Valid(pt.payload) {
-		// RFC 8259 section 8.1, RFC 7519 section 7.2: the claims are
-		// UTF-8; a decoder that replaces invalid bytes would read them
-		// differently from one that keeps them.
-		return nil, errPayloadNotUTF8
-	}
-	if err := json.Unmarshal(pt.payload, &pt.top); err != nil || pt.top == nil {
-		return nil, errPayloadNotObj
-	}
-	// go-jose's decoder refuses duplicate member names, but a RawMessage
-	// value is only scanned: decode nested objects and arrays too, so no
-	// duplicate hides at any depth (a last-wins parser upstream would read
-	// them differently).
-	for _, raw := range pt.top {
-		if len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
-			var nested any
-			if err := json.Unmarshal(raw, &nested); err != nil {
-				return nil, errPayloadNotObj
-			}
-		}
-	}
-	return pt, nil
 }
 
 // selectProvider finds the provider of the unverified iss: one map
@@ -240,7 +171,7 @@ func verifySignature(ctx context.Context, p *provider, pt *parsedToken, now time
 	if aerr != nil {
 		return 0, aerr
 	}
-	kid := pt.hdr.KeyID
+	kid := pt.kid
 	var buf [maxKidlessCandidates]*verificationKey
 	cands, found := ks.candidates(kid, pt.alg, buf[:])
 	if !found && kid != "" {
@@ -263,8 +194,9 @@ func verifySignature(ctx context.Context, p *provider, pt *parsedToken, now time
 	if len(cands) > maxKidlessCandidates {
 		cands = cands[:maxKidlessCandidates]
 	}
+	input := []byte(pt.input) // one copy, for every candidate
 	for _, k := range cands {
-		if pt.jws.Claims(k.key) == nil {
+		if k.verify(pt.alg, input, pt.sig) {
 			return ks.gen, nil
 		}
 	}
@@ -275,49 +207,12 @@ func verifySignature(ctx context.Context, p *provider, pt *parsedToken, now time
 // members (RFC 7515 section 4.1, RFC 7519 section 5): '"' a string, '['
 // an array (of strings), '{' an object. alg is left to the allow-list
 // check, which answers any alg that is not an allowed string with
-// bad_algorithm.
+// bad_algorithm. A registered member of another type (null included) is
+// refused: go-jose reads a `null` or non-string kid as no kid at all,
+// which would send such a token down the kid-less path.
 var headerMemberTypes = map[string]byte{
 	"jku": '"', "jwk": '{', "kid": '"', "x5u": '"', "x5c": '[',
 	"x5t": '"', "x5t#S256": '"', "typ": '"', "cty": '"', "crit": '[',
-}
-
-// checkHeaderJSON checks the protected header before go-jose reads it: it
-// must be UTF-8 (RFC 7515 section 4) and every registered member present
-// must have its registered type. go-jose reads a `null` or non-string kid
-// as no kid at all, which would send such a token down the kid-less path.
-func checkHeaderJSON(seg string) *authError {
-	raw, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return errNotCompact
-	}
-	if !utf8.Valid(raw) {
-		return errHeaderNotUTF8
-	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
-		return errHeaderNotObj
-	}
-	for name, want := range headerMemberTypes {
-		v, ok := members[name]
-		if !ok {
-			continue
-		}
-		if len(v) == 0 || v[0] != want {
-			return fail(stepHeader, reasonMalformed, "header member "+name+" has the wrong JSON type")
-		}
-		if want == '[' {
-			items, ok := arrayItems(v)
-			if !ok {
-				return errHeaderNotObj
-			}
-			for _, it := range items {
-				if len(it) == 0 || it[0] != '"' {
-					return fail(stepHeader, reasonMalformed, "header member "+name+" is not an array of strings")
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // checkHeader refuses JWS features a resource server must not honour:
@@ -344,8 +239,7 @@ func checkHeader(h *jose.Header) *authError {
 }
 
 // isAccessTokenType reports whether the header's typ is RFC 9068's at+jwt.
-func isAccessTokenType(h *jose.Header) bool {
-	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
+func isAccessTokenType(typ string) bool {
 	return strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt")
 }
 
@@ -445,31 +339,63 @@ func checkAudience(raw json.RawMessage, want []string) *authError {
 	if len(raw) == 0 || raw[0] != '[' {
 		return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 	}
-	var auds []json.RawMessage
-	if err := json.Unmarshal(raw, &auds); err != nil {
+	match, ok := audienceArrayMatch(raw, want)
+	if !ok {
 		return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
 	}
-	match := false
-	for _, a := range auds {
-		s, ok := jsonString(a)
-		if !ok {
-			return fail(stepAudience, reasonBadClaim, "aud is not a string or an array of strings")
-		}
-		for _, w := range want {
-			if s == w {
-				match = true
-			}
-		}
-	}
 	if !match {
-		got := make([]string, 0, len(auds))
-		for _, a := range auds {
+		items, _ := arrayItems(raw)
+		got := make([]string, 0, len(items))
+		for _, a := range items {
 			s, _ := jsonString(a)
 			got = append(got, s)
 		}
 		return audienceMismatch(got, want)
 	}
 	return nil
+}
+
+// audienceArrayMatch reads raw, a JSON array, item by item: ok is false
+// unless it is an array of strings only, and match reports whether one of
+// them is in want. Items without escapes are compared in place.
+func audienceArrayMatch(raw []byte, want []string) (match, ok bool) {
+	i := skipSpace(raw, 1)
+	if i < len(raw) && raw[i] == ']' {
+		return false, skipSpace(raw, i+1) == len(raw)
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return false, false
+		}
+		end, escaped, ok := scanString(raw, i)
+		if !ok {
+			return false, false
+		}
+		if escaped {
+			s, ok := jsonString(raw[i:end])
+			if !ok {
+				return false, false
+			}
+			match = match || slices.Contains(want, s)
+		} else {
+			inner := raw[i+1 : end-1]
+			for _, w := range want {
+				match = match || string(inner) == w
+			}
+		}
+		i = skipSpace(raw, end)
+		if i >= len(raw) {
+			return false, false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipSpace(raw, i+1)
+		case ']':
+			return match, skipSpace(raw, i+1) == len(raw)
+		default:
+			return false, false
+		}
+	}
 }
 
 // audienceMismatch explains a bad_audience rejection: the token's aud

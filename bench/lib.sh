@@ -38,7 +38,9 @@ trap 'exit 130' INT TERM
 need_wrk() {
 	if ! command -v wrk >/dev/null 2>&1; then
 		log "installing wrk from Debian"
-		apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+		local sudo=
+		if [[ $(id -u) != 0 ]]; then sudo=sudo; fi
+		$sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
 	fi
 }
 
@@ -84,10 +86,17 @@ start_caddy() {
 	wait_port "$3" "$CADDY_PID"
 }
 
-# stop_caddy PID
+# stop_caddy PID: stops it and forgets it, so that the exit trap never
+# signals a pid the system has since given to another process (load.sh
+# starts hundreds of Caddy processes in a run).
 stop_caddy() {
 	kill "$1" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
+	local keep=() pid
+	for pid in "${PIDS[@]}"; do
+		if [[ $pid != "$1" ]]; then keep+=("$pid"); fi
+	done
+	PIDS=("${keep[@]}")
 }
 
 # mint_token: a valid ES256 token for the demo key (issuer
@@ -104,8 +113,10 @@ median() {
 	}'
 }
 
-# module_site PORT CACHE_SIZE JWKS_FILE: a site block protected by oauth2_jwt
-# with the demo provider and keys from a file (no IdP needed).
+# module_site PORT CACHE_SIZE JWKS_FILE [ALGORITHMS]: a site block protected
+# by oauth2_jwt with the demo provider (issuer http://127.0.0.1:9081,
+# audience demo-api) and keys from a file (no IdP needed). ALGORITHMS
+# defaults to ES256, the demo key's.
 module_site() {
 	cat <<EOF
 http://127.0.0.1:$1 {
@@ -115,13 +126,72 @@ http://127.0.0.1:$1 {
 			issuer http://127.0.0.1:9081
 			audience demo-api
 			jwks_file $3
-			algorithms ES256
+			algorithms ${4:-ES256}
 		}
 		cache_size $2
 	}
 	respond "ok"
 }
 EOF
+}
+
+# floor_site PORT JWKS_FILE ALGORITHMS: the same site block with the go-jose
+# floor handler (bench/floor) in place of oauth2_jwt.
+floor_site() {
+	cat <<EOF
+http://127.0.0.1:$1 {
+	bind 127.0.0.1
+	gojose_floor {
+		issuer http://127.0.0.1:9081
+		audience demo-api
+		jwks_file $2
+		algorithms $3
+	}
+	respond "ok"
+}
+EOF
+}
+
+# plain_site PORT: the same site block without authentication.
+plain_site() {
+	printf 'http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\trespond "ok"\n}\n' "$1"
+}
+
+# CPU accounting from /proc, read with shell builtins only: no fork, so the
+# sampling itself adds no process CPU time. Times are in clock ticks.
+CLK_TCK=$(getconf CLK_TCK)
+
+# sample_system: sets SYS_BUSY (user + nice + system + irq + softirq, all
+# CPUs) and SYS_STEAL (time the hypervisor gave to other guests) from the
+# first line of /proc/stat.
+sample_system() {
+	local _cpu user nice system _idle _iowait irq softirq steal _rest
+	read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
+	SYS_BUSY=$((user + nice + system + irq + softirq))
+	SYS_STEAL=$steal
+}
+
+# proc_ticks PID: sets PROC_TICKS to the process's utime + stime (all its
+# threads) and CHILD_TICKS to the cutime + cstime of its waited-for
+# children (fields 14-17 of /proc/PID/stat; the "(comm)" field before them
+# has no space for the processes sampled here: bash, caddy-like binaries).
+proc_ticks() {
+	local -a f
+	read -r -a f <"/proc/$1/stat"
+	PROC_TICKS=$((f[13] + f[14]))
+	CHILD_TICKS=$((f[15] + f[16]))
+}
+
+# peak_rss_kib PID: prints the process's peak resident set (VmHWM) in KiB.
+peak_rss_kib() {
+	local key val _unit
+	while read -r key val _unit; do
+		if [[ $key == VmHWM: ]]; then
+			echo "$val"
+			return
+		fi
+	done <"/proc/$1/status"
+	echo 0
 }
 
 machine_info() {
