@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"go.uber.org/zap"
 )
 
 // Benchmarks, all in one package run so their ratios mean something:
@@ -65,6 +66,8 @@ func newBenchSetup(b *testing.B, alg jose.SignatureAlgorithm, cacheSize int) *be
 		Providers: map[string]*Provider{
 			"idp": {Issuer: idp.url(), Audiences: []string{"https://api.example.com"}, JWKSURI: idp.url() + "/jwks"},
 		},
+		// The key cache's fetch log would interleave with the results.
+		deps: runtimeDeps{log: zap.NewNop()},
 	})
 	waitForKeys(b, h)
 	return &benchSetup{h: h, key: k, iss: idp.url(), token: k.sign(b, benchClaims(idp.url()), nil)}

@@ -325,3 +325,234 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	}
 	return s, true
 }
+
+// maxCompactMembers bounds the payloads compact rewrites: one with more
+// top-level members keeps the decoder's map (real access tokens have a
+// dozen or two).
+const maxCompactMembers = 64
+
+// internedClaimNames are the claim names most tokens carry (RFC 7519,
+// RFC 9068, RFC 8693, OpenID Connect, and the common IdP extensions): a
+// compacted Claims shares these strings instead of holding its own.
+var internedClaimNames = func() map[string]string {
+	m := make(map[string]string)
+	for _, n := range []string{
+		"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp",
+		"client_id", "azp", "cid", "uid", "tid", "oid", "sid", "cnf", "act",
+		"may_act", "auth_time", "acr", "amr", "roles", "groups",
+		"entitlements", "permissions", "email", "email_verified", "name",
+		"given_name", "family_name", "preferred_username", "nonce", "ver",
+		"typ", "gty", "upn", "appid", "idp", "realm_access",
+		"resource_access", "org_id", "tenant",
+	} {
+		m[n] = n
+	}
+	return m
+}()
+
+// memberSpan locates one top-level member in a payload: its name between
+// the quotes, and its value.
+type memberSpan struct {
+	name0, name1 int32
+	val0, val1   int32
+	escaped      bool // the name has escapes: its decoded form differs
+	interned     bool // the name is one of internedClaimNames
+}
+
+// compact rewrites the claims of a verified token, before anyone else
+// sees them, into the form the verified-token cache keeps: the same
+// members with the same bytes, held in less memory. The values of top
+// become subslices of raw instead of copies, the names are the shared
+// internedClaimNames or substrings of one string (with the subject), and
+// the map has exactly the members' size. Anything unexpected (a payload
+// that is not the decoder's map member for member) leaves c as it was.
+func (c *Claims) compact() {
+	if len(c.top) == 0 || len(c.top) > maxCompactMembers || len(c.raw) > math.MaxInt32 {
+		return
+	}
+	var buf [maxCompactMembers]memberSpan
+	spans, ok := topMembers(c.raw, buf[:0])
+	if !ok || len(spans) != len(c.top) {
+		return
+	}
+	// One string holds the names that are neither interned nor escaped,
+	// then the subject when it is spelled without escapes.
+	n := 0
+	for i := range spans {
+		m := &spans[i]
+		if m.escaped {
+			continue
+		}
+		_, m.interned = internedClaimNames[string(c.raw[m.name0:m.name1])]
+		if !m.interned {
+			n += int(m.name1 - m.name0)
+		}
+	}
+	subRaw, hasSub := c.top["sub"]
+	plainSub := hasSub && len(subRaw) >= 2 && subRaw[0] == '"' && string(subRaw[1:len(subRaw)-1]) == c.subject
+	if plainSub {
+		n += len(c.subject)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, m := range spans {
+		if !m.escaped && !m.interned {
+			b.Write(c.raw[m.name0:m.name1])
+		}
+	}
+	if plainSub {
+		b.WriteString(c.subject)
+	}
+	names := b.String()
+
+	top := make(map[string]json.RawMessage, len(spans))
+	off := 0
+	for _, m := range spans {
+		var name string
+		switch {
+		case m.escaped:
+			if name, ok = jsonString(c.raw[m.name0-1 : m.name1+1]); !ok {
+				return
+			}
+			if shared, ok := internedClaimNames[name]; ok {
+				name = shared
+			}
+		case m.interned:
+			name = internedClaimNames[string(c.raw[m.name0:m.name1])]
+		default:
+			name = names[off : off+int(m.name1-m.name0)]
+			off += len(name)
+		}
+		v, ok := c.top[name]
+		if !ok {
+			return
+		}
+		// Capacity-limited: an append to one value can never write
+		// into the next.
+		if span := c.raw[m.val0:m.val1:m.val1]; bytes.Equal(span, v) {
+			v = span
+		}
+		top[name] = v
+	}
+	if len(top) != len(c.top) {
+		return
+	}
+	c.top = top
+	if plainSub {
+		c.subject = names[off:]
+	}
+}
+
+// topMembers returns the spans of the top-level members of raw, a JSON
+// object the decoder has already accepted, or false when raw does not
+// read as one (the caller then keeps the decoder's map). Nothing is
+// decoded; bounds are checked on every step, whatever raw holds.
+func topMembers(raw []byte, out []memberSpan) ([]memberSpan, bool) {
+	i := skipJSONSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	i = skipJSONSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return out, skipJSONSpace(raw, i+1) == len(raw)
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' || len(out) == cap(out) {
+			return nil, false
+		}
+		end, escaped, ok := scanJSONString(raw, i)
+		if !ok {
+			return nil, false
+		}
+		m := memberSpan{name0: int32(i + 1), name1: int32(end - 1), escaped: escaped}
+		i = skipJSONSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		i = skipJSONSpace(raw, i+1)
+		end, ok = scanJSONValue(raw, i)
+		if !ok {
+			return nil, false
+		}
+		m.val0, m.val1 = int32(i), int32(end)
+		out = append(out, m)
+		i = skipJSONSpace(raw, end)
+		if i >= len(raw) {
+			return nil, false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipJSONSpace(raw, i+1)
+		case '}':
+			return out, skipJSONSpace(raw, i+1) == len(raw)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// skipJSONSpace returns the index of the first byte at or after i that is
+// not JSON whitespace.
+func skipJSONSpace(raw []byte, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanJSONString returns the index after the string that starts with the
+// quote at i, and whether it has escapes.
+func scanJSONString(raw []byte, i int) (end int, escaped, ok bool) {
+	for j := i + 1; j < len(raw); j++ {
+		switch raw[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped, true
+		}
+	}
+	return 0, false, false
+}
+
+// scanJSONValue returns the index after the value that starts at i:
+// a string, an object or array (to its matching bracket, strings
+// skipped), or a number or literal (to the next delimiter).
+func scanJSONValue(raw []byte, i int) (int, bool) {
+	if i >= len(raw) {
+		return 0, false
+	}
+	switch raw[i] {
+	case '"':
+		end, _, ok := scanJSONString(raw, i)
+		return end, ok
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(raw); j++ {
+			switch raw[j] {
+			case '"':
+				end, _, ok := scanJSONString(raw, j)
+				if !ok {
+					return 0, false
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1, true
+				}
+			}
+		}
+		return 0, false
+	}
+	j := i
+	for j < len(raw) {
+		switch raw[j] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return j, j > i
+		}
+		j++
+	}
+	return j, j > i
+}

@@ -4,7 +4,6 @@ package oauth2jwt
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -168,64 +167,144 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// ServeHTTP authenticates the request and calls next on success.
+// ServeHTTP authenticates the request and calls next on success. It holds
+// only the cache-hit path: a reused token, within its lifetime, whose key
+// set is unchanged and which needs no binding or introspection check. All
+// else (the options that act before the token, a missing or oversized
+// token, a miss, verification, rejections) is in functions of their own,
+// kept out of line, so that this frame, which stays on the stack under
+// every later handler, is small: a connection goroutine's stack then fits
+// in the size the GC shrinks it to, instead of being copied back on every
+// request after each collection.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if h.actsBeforeToken() {
+		if done, err := h.serveBeforeToken(w, r, next); done {
+			return err
+		}
+	}
+	token, src, aerr := extractToken(r, h.req.sources, h.MaxTokenSize, h.bind.dpop != nil)
+	if aerr != nil || len(token) > h.MaxTokenSize {
+		return h.serveNoToken(w, r, src, aerr, next)
+	}
+	now := h.verifier.now()
+	if h.cache != nil {
+		if e := h.cache.get(token, now); e != nil {
+			if h.plainHit(e, now) {
+				h.obs.cacheHit.Inc()
+				if !h.admit(r, e.p, &e.claims) {
+					return h.forbid(w, r, src, e.p)
+				}
+				return next.ServeHTTP(w, r)
+			}
+			return h.serveCached(w, r, src, e, next)
+		}
+	}
+	return h.serveMiss(w, r, token, src, next)
+}
+
+// actsBeforeToken reports whether an option acts on the request before
+// its token is looked for.
+func (h *Handler) actsBeforeToken() bool {
+	return len(h.req.fwd.reserved) > 0 || h.bind.cert.header != "" || h.req.meta != nil ||
+		h.AllowCORSPreflight || h.req.public != nil
+}
+
+// serveBeforeToken runs what comes before the token, in order: forwarded
+// and certificate headers scrubbed, the metadata document answered, CORS
+// preflights and public paths let through. done reports that the request
+// was answered (err is then the handler's result).
+//
+//go:noinline
+func (h *Handler) serveBeforeToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (done bool, err error) {
 	if len(h.req.fwd.reserved) > 0 {
 		h.req.fwd.scrub(r.Header)
 	}
 	h.bind.cert.scrubCertHeader(r)
 	if h.req.meta != nil && h.req.meta.serve(w, r) {
-		return nil
+		return true, nil
 	}
 	if h.AllowCORSPreflight && r.Method == http.MethodOptions &&
 		r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != "" {
-		return h.passAnonymous(w, r, repl, next)
+		return true, h.passAnonymous(w, r, next)
 	}
 	if h.req.public != nil {
 		if ok, err := h.req.public.MatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+			return true, caddyhttp.Error(http.StatusInternalServerError, err)
 		} else if ok {
-			return h.passAnonymous(w, r, repl, next)
+			return true, h.passAnonymous(w, r, next)
 		}
 	}
+	return false, nil
+}
 
-	token, src, aerr := extractToken(r, h.req.sources, h.MaxTokenSize, h.bind.dpop != nil)
+// serveNoToken answers a request whose token could not be taken: none
+// (anonymous when allow_missing), a malformed source, or a token over
+// max_token_size, which is refused before it is hashed, scanned or
+// decoded.
+//
+//go:noinline
+func (h *Handler) serveNoToken(w http.ResponseWriter, r *http.Request, src *tokenSource, aerr *authError, next caddyhttp.Handler) error {
+	if aerr == nil {
+		return h.reject(w, r, replacerOf(r), nil, errTooLarge, schemeOf(src))
+	}
+	if aerr == errMissingToken && h.AllowMissing {
+		return h.passAnonymous(w, r, next)
+	}
+	return h.reject(w, r, replacerOf(r), nil, aerr, schemeNone)
+}
+
+// plainHit reports whether a cached token needs nothing more than accept:
+// its provider's keys are usable and still the set that verified it, and
+// neither introspection (introspect_jwts) nor a binding (cnf, DPoP, a
+// required certificate) asks for a per-request check.
+func (h *Handler) plainHit(e *cachedToken, now time.Time) bool {
+	if e.claims.cnf != nil || h.bind.dpop != nil || h.bind.cert.required || e.p.intro != nil {
+		return false
+	}
+	ks, aerr := e.p.keys.keysAt(now)
+	return aerr == nil && ks.gen == e.gen
+}
+
+// serveCached handles a cached token that is not a plain hit: keys past
+// max_stale refuse it, a changed key set sends it to verification again,
+// and a hit that needs introspection or binding checks gets them (the
+// cache skips the token's signature only: the binding and every DPoP
+// proof check run again).
+//
+//go:noinline
+func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, src *tokenSource, e *cachedToken, next caddyhttp.Handler) error {
+	token, now := e.key, h.verifier.now()
+	ks, aerr := e.p.keys.keysAt(now)
 	if aerr != nil {
-		if aerr == errMissingToken && h.AllowMissing {
-			return h.passAnonymous(w, r, repl, next)
-		}
-		return h.reject(w, r, repl, nil, aerr, schemeNone)
+		return h.reject(w, r, replacerOf(r), e.p, aerr, schemeOf(src))
 	}
-	sch := schemeOf(src)
-	if len(token) > h.MaxTokenSize {
-		// Refused before it is hashed, scanned or decoded.
-		return h.reject(w, r, repl, nil, errTooLarge, sch)
+	if ks.gen != e.gen {
+		return h.serveMiss(w, r, token, src, next)
 	}
+	h.obs.cacheHit.Inc()
+	if aerr := revoked(r, e.p, token, now); aerr != nil {
+		return h.reject(w, r, replacerOf(r), e.p, aerr, schemeOf(src))
+	}
+	return h.acceptBound(w, r, src, e.p, &e.claims, token, now, next)
+}
+
+// serveMiss handles a token the cache does not hold (or holds for an
+// older key set): an opaque token goes to introspection, a JWT is
+// verified, its cnf parsed once, and it is cached before it is accepted.
+//
+//go:noinline
+func (h *Handler) serveMiss(w http.ResponseWriter, r *http.Request, token string, src *tokenSource, next caddyhttp.Handler) error {
 	now := h.verifier.now()
 	if h.intro.any() && !hasSeparator(token) {
 		if _, _, ok := compactParts(token); !ok {
-			return h.serveOpaque(w, r, repl, src, token, now, next)
+			return h.serveOpaque(w, r, src, token, now, next)
 		}
 	}
 	if h.cache != nil {
-		if e := h.cache.get(token, now); e != nil {
-			ks, aerr := e.p.keys.keysAt(now)
-			if aerr != nil {
-				return h.reject(w, r, repl, e.p, aerr, sch)
-			}
-			if ks.gen == e.gen {
-				h.obs.cacheHit.Inc()
-				if aerr := revoked(r, e.p, token, now); aerr != nil {
-					return h.reject(w, r, repl, e.p, aerr, sch)
-				}
-				// The cache skips the token's signature only: the
-				// binding and every DPoP proof check run again.
-				return h.acceptBound(w, r, repl, src, e.p, e.claims, token, now, next)
-			}
-		}
 		h.obs.cacheMiss.Inc()
 	}
+	repl := replacerOf(r)
+	sch := schemeOf(src)
 	if hasSeparator(token) {
 		return h.reject(w, r, repl, nil, errBadHeader, schemeNone)
 	}
@@ -239,31 +318,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.reject(w, r, repl, p, aerr, sch)
 	}
 	if h.cache != nil {
-		// Clone: the token is a substring of the request's header (or
-		// cookie, or query), which the cache must not keep alive.
-		if h.cache.put(strings.Clone(token), &cachedToken{claims: claims, p: p, gen: gen}, now) {
+		e := newCachedToken(token, p, gen, claims)
+		claims = &e.claims
+		if h.cache.put(e, now) {
 			h.obs.metrics.cacheEvicted.Inc()
 		}
 	}
 	if aerr := revoked(r, p, token, now); aerr != nil {
 		return h.reject(w, r, repl, p, aerr, sch)
 	}
-	return h.acceptBound(w, r, repl, src, p, claims, token, now, next)
+	return h.acceptBound(w, r, src, p, claims, token, now, next)
 }
 
 // serveOpaque authenticates a token that is not a compact JWS through
 // the introspection provider it routes to; everything after (binding,
 // rules, forwarding) is what a verified JWT gets.
-func (h *Handler) serveOpaque(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, token string, now time.Time, next caddyhttp.Handler) error {
+//
+//go:noinline
+func (h *Handler) serveOpaque(w http.ResponseWriter, r *http.Request, src *tokenSource, token string, now time.Time, next caddyhttp.Handler) error {
 	p := h.intro.route(token)
 	if p == nil {
-		return h.reject(w, r, repl, nil, errOpaqueNoRoute, schemeOf(src))
+		return h.reject(w, r, replacerOf(r), nil, errOpaqueNoRoute, schemeOf(src))
 	}
 	claims, aerr := p.intro.introspect(r.Context(), p, token, now)
 	if aerr != nil {
-		return h.reject(w, r, repl, p, aerr, schemeOf(src))
+		return h.reject(w, r, replacerOf(r), p, aerr, schemeOf(src))
 	}
-	return h.acceptBound(w, r, repl, src, p, claims, token, now, next)
+	return h.acceptBound(w, r, src, p, claims, token, now, next)
+}
+
+// replacerOf returns the request's Caddy replacer, or nil outside Caddy's
+// server (a handler called directly).
+func replacerOf(r *http.Request) *caddy.Replacer {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	return repl
 }
 
 // revoked asks a provider with introspect_jwts whether a verified JWT is
@@ -278,11 +366,11 @@ func revoked(r *http.Request, p *provider, token string, now time.Time) *authErr
 
 // acceptBound runs the binding checks (DPoP proof, cnf, client
 // certificate) of a verified token, then accepts the request.
-func (h *Handler) acceptBound(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, token string, now time.Time, next caddyhttp.Handler) error {
+func (h *Handler) acceptBound(w http.ResponseWriter, r *http.Request, src *tokenSource, p *provider, claims *Claims, token string, now time.Time, next caddyhttp.Handler) error {
 	if claims.cnf != nil || h.bind.dpop != nil || h.bind.cert.required {
 		nonce, aerr := h.checkBinding(r, token, src == dpopSource, p, claims, now)
 		if aerr != nil {
-			return h.reject(w, r, repl, p, aerr, schemeOf(src))
+			return h.reject(w, r, replacerOf(r), p, aerr, schemeOf(src))
 		}
 		if nonce != "" {
 			hdr := w.Header()
@@ -293,30 +381,49 @@ func (h *Handler) acceptBound(w http.ResponseWriter, r *http.Request, repl *cadd
 			}
 		}
 	}
-	return h.accept(w, r, repl, src, p, claims, next)
+	return h.accept(w, r, src, p, claims, next)
 }
 
 // accept applies the authorization rules to a verified request, then hands
 // it to the next handler with the claims as lazily resolved placeholders,
 // in the request's variables and in forwarded headers.
-func (h *Handler) accept(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, src *tokenSource, p *provider, claims *Claims, next caddyhttp.Handler) error {
-	if repl != nil {
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, src *tokenSource, p *provider, claims *Claims, next caddyhttp.Handler) error {
+	if !h.admit(r, p, claims) {
+		return h.forbid(w, r, src, p)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// admit is accept up to the next handler, apart so that the cache-hit
+// path calls next from its own (small) frame: it publishes the claims as
+// lazily resolved placeholders and checks the require rules; a request
+// that meets them is counted, gets its forwarded headers and loses what
+// must not travel on. It reports false when a rule is not met.
+func (h *Handler) admit(r *http.Request, p *provider, claims *Claims) bool {
+	if repl := replacerOf(r); repl != nil {
 		// Placeholders and ClaimsFromRequest resolve through this one
 		// provider, lazily; the function value is made once per token.
 		repl.Map(claims.replaceFn)
 	}
 	if len(h.Require) > 0 && !satisfied(h.Require, claims) {
-		return h.reject(w, r, repl, p, errForbidden, schemeOf(src))
+		return false
 	}
 	p.counters[reasonOK].Inc()
 	h.req.fwd.apply(r.Header, claims)
 	h.passOn(r)
-	return next.ServeHTTP(w, r)
+	return true
+}
+
+// forbid answers a verified request that fails the require rules.
+//
+//go:noinline
+func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, src *tokenSource, p *provider) error {
+	return h.reject(w, r, replacerOf(r), p, errForbidden, schemeOf(src))
 }
 
 // passAnonymous lets a request through without a verified token.
-func (h *Handler) passAnonymous(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, next caddyhttp.Handler) error {
-	if repl != nil {
+func (h *Handler) passAnonymous(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if repl := replacerOf(r); repl != nil {
 		repl.Map(anonymousPlaceholders)
 	}
 	h.passOn(r)

@@ -1,7 +1,10 @@
 package oauth2jwt
 
 import (
+	"hash/maphash"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,63 +20,108 @@ const tokenCacheShards = 64
 // a signature verification. It is per handler, because the policy that
 // accepted a token (audiences, algorithms, leeway) is per handler.
 //
-// Keys are the full token strings, so two different tokens never collide.
-// An entry is used only while:
+// An entry is found by the token's 64-bit maphash (one hash per look-up,
+// under a seed drawn per cache, so nobody can aim tokens at one shard or
+// one hash) and used only when its stored token equals the request's: two
+// different tokens never share an entry. It is used only while:
 //   - the token is within its exp (plus leeway) and nbf/iat (minus leeway),
 //     checked on every hit;
 //   - the provider's key set is the one that verified it (generation
 //     match): a refresh that changes the keys invalidates every entry, so
 //     a token signed by a removed key is refused after that refresh;
 //   - the provider's keys are usable at all (not past max_stale).
+//
+// Each shard holds at most its share of the bound (the shares add up to
+// cache_size exactly) in a CLOCK ring: a hit sets the entry's reference
+// bit (atomically, under the read lock); a store into a full shard moves
+// the hand past referenced entries, clearing their bits (their second
+// chance), and replaces the first entry that is unreferenced or expired.
+// Each step of the hand clears a bit that only a hit sets again, so an
+// eviction costs O(1) amortised and never scans the map.
 type tokenCache struct {
-	perShard int
-	nShards  uint // tokenCacheShards, or fewer for a cache smaller than that
-	shards   [tokenCacheShards]tokenShard
+	seed    maphash.Seed
+	nShards uint64 // tokenCacheShards, or fewer for a cache smaller than that
+	shards  [tokenCacheShards]tokenShard
 }
 
+// tokenShard is one independently locked part of the cache.
+//
+// Its index is an open-addressing table (linear probing from the hash's
+// low bits, at most half full) of ring positions plus one, 0 marking an
+// empty cell: a look-up costs a few int32 reads past the one hash of the
+// token, where a Go map keyed by the hash would hash it once more. A
+// removal shifts the cells after it back (no tombstones), so a table
+// that only ever sees evictions never degrades.
 type tokenShard struct {
-	mu sync.RWMutex
-	m  map[string]*cachedToken
-	_  [40]byte // keep shards on separate cache lines
+	mu    sync.RWMutex
+	index []int32     // len a power of two, at least twice len(ring)
+	ring  []cacheSlot // grows up to limit, then is reused in place
+	hand  int         // the next eviction candidate in a full ring
+	limit int         // this shard's share of cache_size
+	_     [48]byte    // keep shards on separate cache lines (128 bytes each)
 }
 
-// cachedToken is one verified token.
+// cacheSlot is one ring position: the hash the index knows it by, its
+// entry, and the reference bit.
+type cacheSlot struct {
+	hash uint64
+	e    *cachedToken
+	ref  atomic.Bool // set by a hit, cleared by the passing hand
+}
+
+// cachedToken is one verified token: what a hit needs and nothing more.
+// The claims are held by value, so that an entry is one allocation.
 type cachedToken struct {
-	claims *Claims
+	key    string // the token: the only copy the cache keeps
 	p      *provider
 	gen    uint64 // key set generation that verified it
+	claims Claims
 }
 
+// newTokenCache returns a cache of exactly size entries, or nil for a
+// size of zero or less (the cache is disabled).
 func newTokenCache(size int) *tokenCache {
 	if size <= 0 {
 		return nil
 	}
 	n := min(size, tokenCacheShards)
-	c := &tokenCache{nShards: uint(n), perShard: (size + n - 1) / n}
-	for i := range c.nShards {
-		c.shards[i].m = make(map[string]*cachedToken)
+	c := &tokenCache{seed: maphash.MakeSeed(), nShards: uint64(n)}
+	for i := range n {
+		s := &c.shards[i]
+		s.limit = size / n
+		if i < size%n {
+			s.limit++
+		}
 	}
 	return c
 }
 
-// shard picks a token's shard from the last two characters of its
-// signature, which are uniformly distributed for real signatures, instead
-// of hashing the whole token a second time (the map look-up hashes it
-// once). Only verified tokens are ever stored, so a client cannot crowd one
-// shard without holding many valid tokens.
-func (c *tokenCache) shard(token string) *tokenShard {
-	n := len(token)
-	if n < 2 {
-		return &c.shards[0]
-	}
-	return &c.shards[(uint(token[n-1])*31+uint(token[n-2]))%c.nShards]
+// locate hashes token and returns its shard. The shard is picked from
+// the hash's high 32 bits by multiplication (uniform for any shard
+// count); the map, keyed by the whole hash, spreads on its low bits.
+// maphash.Comparable hashes a string in one pass of the runtime's hasher
+// (maphash.String chains it over 128-byte blocks: three times slower on a
+// 900-byte token).
+func (c *tokenCache) locate(token string) (uint64, *tokenShard) {
+	h := maphash.Comparable(c.seed, token)
+	return h, &c.shards[((h>>32)*c.nShards)>>32]
 }
 
 // get returns the cached entry for token when it may still be used at now.
 func (c *tokenCache) get(token string, now time.Time) *cachedToken {
-	s := c.shard(token)
+	h, s := c.locate(token)
+	var e *cachedToken
 	s.mu.RLock()
-	e := s.m[token]
+	if _, i := s.find(h); i >= 0 {
+		if sl := &s.ring[i]; sl.e.key == token {
+			e = sl.e
+			// Read first: a hot entry's cache line is not written on
+			// every hit.
+			if !sl.ref.Load() {
+				sl.ref.Store(true)
+			}
+		}
+	}
 	s.mu.RUnlock()
 	if e == nil || !now.Before(e.claims.notAfter) || now.Before(e.claims.notBefore) {
 		return nil
@@ -81,35 +129,124 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	return e
 }
 
-// put stores a verified token. When the shard is full, it drops expired
-// entries it meets first, else an arbitrary one (Go's map iteration order
-// is random), which bounds memory at the configured entry count. It
-// reports whether it evicted an entry.
-func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted bool) {
-	s := c.shard(token)
+// put stores a verified token under its key, e.key (which the cache
+// keeps: it must alias nothing that the cache must not pin). A full shard
+// replaces the entry its CLOCK hand settles on. It reports whether an
+// entry was dropped for this one.
+func (c *tokenCache) put(e *cachedToken, now time.Time) (evicted bool) {
+	h, s := c.locate(e.key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[token]; !ok && len(s.m) >= c.perShard {
-		seen := 0
-		for k, old := range s.m {
-			if !now.Before(old.claims.notAfter) {
-				delete(s.m, k)
-				evicted = true
-			}
-			if seen++; seen >= 8 {
-				break
-			}
+	pos, i := s.find(h)
+	if i >= 0 {
+		// The same token verified again (a generation change, or two
+		// concurrent misses), or, with odds of 2^-64 under a secret seed,
+		// another token of the same hash: either way the slot is reused.
+		sl := &s.ring[i]
+		evicted = sl.e.key != e.key
+		sl.e = e
+		return evicted
+	}
+	if len(s.ring) < s.limit {
+		if 2*(len(s.ring)+1) > len(s.index) {
+			s.growIndex()
+			pos, _ = s.find(h)
 		}
-		if !evicted {
-			for k := range s.m {
-				delete(s.m, k)
-				evicted = true
-				break
-			}
+		if len(s.ring) == cap(s.ring) {
+			s.grow()
+		}
+		s.ring = append(s.ring, cacheSlot{hash: h, e: e})
+		s.index[pos] = int32(len(s.ring))
+		return false
+	}
+	i = s.victim(now)
+	sl := &s.ring[i]
+	old, _ := s.find(sl.hash)
+	s.unindex(old)
+	sl.hash, sl.e = h, e
+	sl.ref.Store(false)
+	// The removal may have moved cells: probe again.
+	pos, _ = s.find(h)
+	s.index[pos] = int32(i + 1)
+	return true
+}
+
+// find probes the index for hash h. It returns the cell that holds h and
+// h's ring position, or, when h is absent, the empty cell that ends the
+// probe (where h would go) and -1. The index is at most half full, so a
+// probe ends well within one turn; the turn bounds it all the same.
+func (s *tokenShard) find(h uint64) (cell, slot int) {
+	mask := uint64(len(s.index) - 1)
+	i := h & mask
+	for range s.index {
+		j := s.index[i]
+		if j == 0 {
+			return int(i), -1
+		}
+		if s.ring[j-1].hash == h {
+			return int(i), int(j - 1)
+		}
+		i = (i + 1) & mask
+	}
+	return -1, -1
+}
+
+// unindex empties cell i and shifts back the cells of the probe run after
+// it that may move into the hole: those whose home cell does not lie
+// cyclically in (hole, cell].
+func (s *tokenShard) unindex(i int) {
+	mask := len(s.index) - 1
+	for j := (i + 1) & mask; s.index[j] != 0; j = (j + 1) & mask {
+		home := int(s.ring[s.index[j]-1].hash & uint64(mask))
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			s.index[i] = s.index[j]
+			i = j
 		}
 	}
-	s.m[token] = e
-	return evicted
+	s.index[i] = 0
+}
+
+// growIndex doubles the index (16 cells at first) and re-inserts every
+// ring position: amortised O(1) per stored token, and only while the
+// shard fills up.
+func (s *tokenShard) growIndex() {
+	s.index = make([]int32, max(2*len(s.index), 16))
+	for i := range s.ring {
+		cell, _ := s.find(s.ring[i].hash)
+		s.index[cell] = int32(i + 1)
+	}
+}
+
+// grow doubles the ring's capacity, never past the shard's limit, so a
+// full shard holds no spare slots.
+func (s *tokenShard) grow() {
+	n := min(max(2*cap(s.ring), 8), s.limit)
+	ring := make([]cacheSlot, len(s.ring), n)
+	for i := range s.ring {
+		o := &s.ring[i]
+		ring[i] = cacheSlot{hash: o.hash, e: o.e}
+		ring[i].ref.Store(o.ref.Load())
+	}
+	s.ring = ring
+}
+
+// victim advances the hand of a full ring to the slot to replace: the
+// first one that is expired, or unreferenced; referenced slots passed on
+// the way lose their bit. It ends within one turn of the ring, since the
+// hand clears every bit it passes (hits need the read lock, which the
+// caller's write lock excludes).
+func (s *tokenShard) victim(now time.Time) int {
+	for {
+		i := s.hand
+		if s.hand++; s.hand == len(s.ring) {
+			s.hand = 0
+		}
+		sl := &s.ring[i]
+		if !sl.ref.Load() || !now.Before(sl.e.claims.notAfter) {
+			return i
+		}
+		sl.ref.Store(false)
+	}
 }
 
 // len returns the number of entries (for tests and metrics).
@@ -118,8 +255,21 @@ func (c *tokenCache) len() int {
 	for i := range c.nShards {
 		s := &c.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += len(s.ring)
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// newCachedToken returns the cache entry of a verified token, with its
+// own copy of the token (the request's is a substring of a header, a
+// cookie or the query, which the cache must not keep alive), its claims
+// compacted (same members, less memory) and with their own replacer
+// function value. The request that verified the token uses the entry's
+// claims too.
+func newCachedToken(token string, p *provider, gen uint64, c *Claims) *cachedToken {
+	e := &cachedToken{key: strings.Clone(token), p: p, gen: gen, claims: *c}
+	e.claims.compact()
+	e.claims.replaceFn = e.claims.replace
+	return e
 }

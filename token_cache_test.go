@@ -1,15 +1,22 @@
 package oauth2jwt
 
 import (
+	"bytes"
+	stdjson "encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/json"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -126,7 +133,8 @@ func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 	lo, hi := uintptr(unsafe.Pointer(unsafe.StringData(header))), uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header))
 	entries := 0
 	for i := range h.cache.nShards {
-		for key := range h.cache.shards[i].m {
+		for j := range h.cache.shards[i].ring {
+			key := h.cache.shards[i].ring[j].e.key
 			entries++
 			if p := uintptr(unsafe.Pointer(unsafe.StringData(key))); p >= lo && p < hi {
 				t.Fatalf("cached key points into the request header")
@@ -149,5 +157,416 @@ func TestTokenCacheSmallerThanShardCount(t *testing.T) {
 	}
 	if n := h.cache.len(); n != 1 {
 		t.Fatalf("cache_size 1 holds %d entries", n)
+	}
+}
+
+// entryFor returns a cache entry for token, valid from an hour before
+// now until until.
+func entryFor(token string, now, until time.Time) *cachedToken {
+	return &cachedToken{key: token, claims: Claims{notBefore: now.Add(-time.Hour), notAfter: until}}
+}
+
+// TestTokenCacheBoundIsExact: whatever the size, the cache never holds
+// more than cache_size entries, and under enough distinct tokens it holds
+// exactly that many (the shards' shares add up to the size).
+func TestTokenCacheBoundIsExact(t *testing.T) {
+	tokens := fakeTokens(20_000)
+	now := time.Now()
+	for _, size := range []int{1, 7, 63, 64, 65, 100, 1000} {
+		c := newTokenCache(size)
+		evictions := 0
+		for i, tok := range tokens {
+			if c.put(entryFor(tok, now, now.Add(time.Hour)), now) {
+				evictions++
+			}
+			if c.get(tok, now) == nil {
+				t.Fatalf("size %d: the token just stored is not found", size)
+			}
+			if i%997 == 0 && c.len() > size {
+				t.Fatalf("size %d: %d entries after %d tokens", size, c.len(), i+1)
+			}
+		}
+		if n := c.len(); n != size {
+			t.Fatalf("size %d: %d entries after %d distinct tokens", size, n, len(tokens))
+		}
+		if evictions != len(tokens)-size {
+			t.Fatalf("size %d: %d evictions reported, want %d", size, evictions, len(tokens)-size)
+		}
+		// Storing a token again replaces its entry: no eviction, no growth.
+		last := tokens[len(tokens)-1]
+		if c.put(entryFor(last, now, now.Add(2*time.Hour)), now) || c.len() != size {
+			t.Fatalf("size %d: storing a cached token again evicted or grew", size)
+		}
+		if e := c.get(last, now); e == nil || !e.claims.notAfter.Equal(now.Add(2*time.Hour)) {
+			t.Fatalf("size %d: the new entry of a stored token is not the one found", size)
+		}
+	}
+}
+
+// TestTokenCacheSecondChance: a token in use survives a churn of other
+// tokens through a full cache (its hits set its reference bit, so the
+// CLOCK hand passes it by); a random or FIFO eviction would drop it.
+func TestTokenCacheSecondChance(t *testing.T) {
+	tokens := fakeTokens(20_001)
+	hot, churn := tokens[0], tokens[1:]
+	now := time.Now()
+	c := newTokenCache(256)
+	c.put(entryFor(hot, now, now.Add(time.Hour)), now)
+	for i, tok := range churn {
+		if c.get(hot, now) == nil {
+			t.Fatalf("the token in use was evicted after %d other tokens", i)
+		}
+		c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+	}
+	if c.get(hot, now) == nil {
+		t.Fatalf("the token in use was evicted")
+	}
+}
+
+// TestTokenCacheSecondChanceThroughHandler is the same seen by a user: a
+// client reusing its token between many others' first requests keeps
+// getting cache hits.
+func TestTokenCacheSecondChanceThroughHandler(t *testing.T) {
+	f := newAuthzFixture(t)
+	size := 128
+	h := f.handler(t, &Handler{CacheSize: &size})
+	hot := f.token(t, map[string]any{"jti": "hot"})
+	expectReason(t, serve(t, h, bearer(hot)), http.StatusOK, "")
+	for i := range 600 {
+		expectReason(t, serve(t, h, bearer(f.token(t, map[string]any{"jti": i}))), http.StatusOK, "")
+		hits := testutil.ToFloat64(h.obs.cacheHit)
+		expectReason(t, serve(t, h, bearer(hot)), http.StatusOK, "")
+		if testutil.ToFloat64(h.obs.cacheHit) != hits+1 {
+			t.Fatalf("the reused token missed the cache after %d other tokens", i+1)
+		}
+	}
+	if n := h.cache.len(); n != size {
+		t.Fatalf("cache holds %d entries, want its size %d", n, size)
+	}
+}
+
+// sameShard returns n of tokens that fall in one shard of c.
+func sameShard(c *tokenCache, tokens []string, n int) []string {
+	by := map[*tokenShard][]string{}
+	for _, tok := range tokens {
+		_, s := c.locate(tok)
+		if by[s] = append(by[s], tok); len(by[s]) == n {
+			return by[s]
+		}
+	}
+	return nil
+}
+
+// TestTokenCacheExpiredGoFirst: the hand takes an expired entry even
+// when it was used since it last passed, before a live unreferenced one.
+func TestTokenCacheExpiredGoFirst(t *testing.T) {
+	now := time.Now()
+	c := newTokenCache(2 * tokenCacheShards) // two entries per shard
+	toks := sameShard(c, fakeTokens(2000), 3)
+	live, dying, fresh := toks[0], toks[1], toks[2]
+	c.put(entryFor(live, now, now.Add(time.Hour)), now)
+	c.put(entryFor(dying, now, now.Add(time.Minute)), now)
+	// Both used: both reference bits set.
+	if c.get(live, now) == nil || c.get(dying, now) == nil {
+		t.Fatalf("stored tokens not found")
+	}
+	later := now.Add(2 * time.Minute)
+	if c.get(dying, later) != nil {
+		t.Fatalf("an expired entry was returned")
+	}
+	if !c.put(entryFor(fresh, later, later.Add(time.Hour)), later) {
+		t.Fatalf("a store into a full shard reported no eviction")
+	}
+	// CLOCK alone would have cleared both bits and then taken live, the
+	// first in the ring.
+	if c.get(live, later) == nil {
+		t.Fatalf("a live entry was evicted while an expired one stayed")
+	}
+	if c.get(fresh, later) == nil {
+		t.Fatalf("the new entry is not found")
+	}
+}
+
+// TestTokenCacheShardsUniform: shards are chosen by a seeded hash of the
+// whole token, so tokens that share their last characters (or any
+// suffix) still spread evenly. Under the earlier choice by the last two
+// characters, all of these fell in one shard.
+func TestTokenCacheShardsUniform(t *testing.T) {
+	c := newTokenCache(defaultCacheSize)
+	const perShard = 1000
+	counts := map[*tokenShard]int{}
+	for i := range perShard * tokenCacheShards {
+		tok := "eyJhbGciOiJFUzI1NiJ9." + strconv.Itoa(i) + ".sameSignatureTailAAAA"
+		_, s := c.locate(tok)
+		counts[s]++
+	}
+	if len(counts) != tokenCacheShards {
+		t.Fatalf("%d of %d shards used", len(counts), tokenCacheShards)
+	}
+	// A binomial count has a standard deviation of about 31 here: the
+	// bounds are 6.4 of them away, never crossed by a uniform hash.
+	for _, n := range counts {
+		if n < perShard-200 || n > perShard+200 {
+			t.Fatalf("a shard got %d tokens, want %d ± 200: %v", n, perShard, counts)
+		}
+	}
+}
+
+// TestTokenCacheIndexModel drives small shards (many index collisions,
+// removals from the middle of probe runs) with random stores and checks
+// after each one that every entry in the rings is found, that nothing
+// else is, and that the index has one cell per entry.
+func TestTokenCacheIndexModel(t *testing.T) {
+	tokens := fakeTokens(3000)
+	now := time.Now()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{1, 3, 64 * 5, 64 * 9} {
+		c := newTokenCache(size)
+		for range 20_000 {
+			tok := tokens[rng.IntN(len(tokens))]
+			if rng.IntN(3) == 0 {
+				c.get(tok, now) // sets reference bits
+				continue
+			}
+			c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+		}
+		stored := map[string]bool{}
+		for i := range c.nShards {
+			s := &c.shards[i]
+			cells := 0
+			for _, v := range s.index {
+				if v != 0 {
+					cells++
+				}
+			}
+			if cells != len(s.ring) || len(s.ring) > s.limit || 2*len(s.ring) > len(s.index) {
+				t.Fatalf("size %d shard %d: %d cells, %d entries, limit %d, %d cells in all", size, i, cells, len(s.ring), s.limit, len(s.index))
+			}
+			for j := range s.ring {
+				stored[s.ring[j].e.key] = true
+			}
+		}
+		for _, tok := range tokens {
+			e := c.get(tok, now)
+			if stored[tok] != (e != nil) || (e != nil && e.key != tok) {
+				t.Fatalf("size %d: stored %v, found %v", size, stored[tok], e != nil)
+			}
+		}
+	}
+}
+
+// TestTokenCacheConcurrent runs stores and look-ups from many goroutines
+// (under -race, the reference bits and the locks are checked): a look-up
+// only ever returns the entry of the token asked for, and the bound holds.
+func TestTokenCacheConcurrent(t *testing.T) {
+	tokens := fakeTokens(5000)
+	now := time.Now()
+	c := newTokenCache(1000)
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for g := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 9))
+			for range 20_000 {
+				tok := tokens[rng.IntN(len(tokens))]
+				if e := c.get(tok, now); e != nil {
+					if e.key != tok {
+						wrong.Add(1)
+					}
+					continue
+				}
+				c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+			}
+		})
+	}
+	wg.Wait()
+	if wrong.Load() != 0 {
+		t.Fatalf("%d look-ups returned another token's entry", wrong.Load())
+	}
+	if n := c.len(); n > 1000 {
+		t.Fatalf("%d entries, bound 1000", n)
+	}
+}
+
+// TestTokenCacheGenerationChange: a key set refresh that changes the keys
+// but keeps the token's key sends a cached token to verification once
+// (a miss, then hits again); one that removes its key refuses it.
+func TestTokenCacheGenerationChange(t *testing.T) {
+	k1 := newTestKey(t, "k1", jose.ES256, 0)
+	k2 := newTestKey(t, "k2", jose.ES256, 0)
+	idp := newTestIdP(t, k1)
+	h := remoteHandler(t, idp, nil)
+	waitForKeys(t, h)
+	c := cacheOf(t, h, idp.url())
+	tok := k1.sign(t, claimsFor(idp.url(), "api"), nil)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+
+	idp.setKeys(k1, k2)
+	refreshNow(c)
+	hits, misses := testutil.ToFloat64(h.obs.cacheHit), testutil.ToFloat64(h.obs.cacheMiss)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	if testutil.ToFloat64(h.obs.cacheMiss) != misses+1 || testutil.ToFloat64(h.obs.cacheHit) != hits {
+		t.Fatalf("a cached token was used across a key set change")
+	}
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	if testutil.ToFloat64(h.obs.cacheHit) != hits+1 {
+		t.Fatalf("the re-verified token was not cached again")
+	}
+	if n := h.cache.len(); n != 1 {
+		t.Fatalf("re-verifying a token left %d entries, want 1", n)
+	}
+
+	idp.setKeys(k2)
+	refreshNow(c)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "unknown_key")
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "unknown_key")
+}
+
+// TestTokenCacheNeverPastExpiry moves the handler's clock over a cached
+// token's last valid instant: accepted up to exp + leeway (exclusive),
+// refused from then on, from the cache or not.
+func TestTokenCacheNeverPastExpiry(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{})
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	tok := f.token(t, map[string]any{"exp": exp.Unix()})
+	var now time.Time
+	h.verifier.now = func() time.Time { return now }
+	now = exp.Add(-time.Minute)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	now = exp.Add(defaultLeeway - time.Nanosecond)
+	hits := testutil.ToFloat64(h.obs.cacheHit)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	if testutil.ToFloat64(h.obs.cacheHit) != hits+1 {
+		t.Fatalf("the last valid instant was not served from the cache")
+	}
+	now = exp.Add(defaultLeeway)
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "expired")
+	expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "expired")
+}
+
+// TestCachedClaimsMatchUncached: the cache keeps a compacted form of the
+// claims (values aliasing the payload, names shared or packed); every
+// reader sees exactly what an uncached handler's request sees, on the
+// first request and on the cached one, whatever the payload's spelling.
+func TestCachedClaimsMatchUncached(t *testing.T) {
+	k := newTestKey(t, "k1", jose.ES256, 0)
+	idp := newTestIdP(t, k)
+	exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	std := `"iss":"` + idp.url() + `","aud":"api","exp":` + exp
+	many := ""
+	for i := range maxCompactMembers + 5 {
+		many += `,"m` + strconv.Itoa(i) + `":` + strconv.Itoa(i)
+	}
+	payloads := map[string]string{
+		"plain":       `{` + std + `,"sub":"user-1","scope":"read write","realm_access":{"roles":["a","b"]}}`,
+		"spaces":      "{ \n\t" + std + " ,\r\n \"sub\" : \"user-2\" ,\"n\" :\t1.5e3 , \"list\": [ 1 , \"x\" ] }\n",
+		"escapedName": `{` + std + `,"sc\u006fpe":"read","na\"me":"q","\u00fcn\u00efcode":"v","sub":"u"}`,
+		"escapedSub":  `{` + std + `,"sub":"us\u0065r\"3","x":"\\\"}{]["}`,
+		"nested":      `{` + std + `,"sub":"u4","o":{"a":{"b":"c}","d":["]",{"e":"\""}]}},"arr":[[],{},"",0,true,null]}`,
+		"noSub":       `{` + std + `,"https://example.com/tenant":"acme","cnf_like":{"jkt":"x"}}`,
+		"manyMembers": `{` + std + `,"sub":"u5"` + many + `}`,
+	}
+	plainH := provisionHandler(t, &Handler{CacheSize: new(int), Providers: map[string]*Provider{
+		"idp": {Issuer: idp.url(), Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+	}})
+	cachedH := remoteHandler(t, idp, nil)
+	waitForKeys(t, plainH)
+	waitForKeys(t, cachedH)
+	for name, payload := range payloads {
+		t.Run(name, func(t *testing.T) {
+			var members map[string]stdjson.RawMessage
+			if err := stdjson.Unmarshal([]byte(payload), &members); err != nil {
+				t.Fatalf("test payload: %v", err)
+			}
+			tok := signPayload(t, k, []byte(payload))
+			want := serve(t, plainH, bearer(tok))
+			expectReason(t, want, http.StatusOK, "")
+			for round := range 2 {
+				got := serve(t, cachedH, bearer(tok))
+				expectReason(t, got, http.StatusOK, "")
+				wc, _ := ClaimsFromRequest(want.nextSeen)
+				gc, _ := ClaimsFromRequest(got.nextSeen)
+				if !bytes.Equal(wc.JSON(), gc.JSON()) || wc.Subject() != gc.Subject() {
+					t.Fatalf("round %d: payload or subject differ", round)
+				}
+				for _, ph := range []string{"http.auth.user.id", "http.auth.jwt.claims_json"} {
+					if w, g := want.placeholder(ph), got.placeholder(ph); w != g {
+						t.Fatalf("round %d: {%s} = %q, uncached %q", round, ph, g, w)
+					}
+				}
+				for m := range members {
+					ph := "http.auth.jwt.claims." + m
+					if w, g := want.placeholder(ph), got.placeholder(ph); w != g {
+						t.Fatalf("round %d: {%s} = %q, uncached %q", round, ph, g, w)
+					}
+					wr, wok := wc.Raw(m)
+					gr, gok := gc.Raw(m)
+					if wok != gok || !bytes.Equal(wr, gr) || strings.Join(wc.Strings(m), "\x00") != strings.Join(gc.Strings(m), "\x00") {
+						t.Fatalf("round %d: claim %q reads %q, uncached %q", round, m, gr, wr)
+					}
+				}
+			}
+		})
+	}
+}
+
+// FuzzClaimsCompact: for any payload a decoder accepts, compact either
+// leaves the claims alone or yields the same members with the same bytes
+// and the same subject; it never panics.
+func FuzzClaimsCompact(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"a":1}`, ` { "a" : [1,{"b":"}"}] , "sub":"x" } `, `{"s\u0075b":"y","sub2":"\"}"}`,
+		`{"a":"\\","b":{"c":[[]]},"sub":"us\"er"}`, `{"a":1e5,"b":-0.5,"c":true,"d":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &top); err != nil || top == nil {
+			return
+		}
+		c := &Claims{raw: raw, top: top}
+		if v, ok := top["sub"]; ok {
+			c.subject, _ = jsonString(v)
+		}
+		before := *c
+		c.compact()
+		if len(c.top) != len(before.top) || c.subject != before.subject {
+			t.Fatalf("compact changed the member count or the subject")
+		}
+		for name, v := range before.top {
+			if got, ok := c.top[name]; !ok || !bytes.Equal(got, v) {
+				t.Fatalf("member %q: %q after compact, %q before", name, got, v)
+			}
+		}
+	})
+}
+
+// TestClaimsCompactShares: compact does take effect on an ordinary
+// payload, escaped names included: every value is a subslice of the
+// payload, registered names are the shared strings, and the rest (with
+// the subject) live in one string.
+func TestClaimsCompactShares(t *testing.T) {
+	raw := []byte(`{"iss":"https://issuer.example","sub":"user-7","aud":["api"],"n\u0061me":"Ann","https://x.example/t":"acme","obj":{"k":[1,2]}}`)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	c := &Claims{raw: raw, top: top, subject: "user-7"}
+	c.compact()
+	lo, hi := uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&raw[0]))+uintptr(len(raw))
+	for name, v := range c.top {
+		if p := uintptr(unsafe.Pointer(&v[0])); p < lo || p >= hi || cap(v) != len(v) {
+			t.Fatalf("member %q is not a capped subslice of the payload", name)
+		}
+	}
+	for name := range c.top {
+		if shared, ok := internedClaimNames[name]; ok && unsafe.StringData(shared) != unsafe.StringData(name) {
+			t.Fatalf("name %q is not the shared string", name)
+		}
+	}
+	if c.subject != "user-7" || len(c.top) != 6 || string(c.top["name"]) != `"Ann"` {
+		t.Fatalf("compact changed the claims: %q %v", c.subject, c.top)
 	}
 }

@@ -1,73 +1,126 @@
 #!/usr/bin/env bash
-# bench/memory.sh: resident memory of Caddy + oauth2_jwt under a stream of
-# distinct valid tokens, to show that the verified-token cache plateaus at
-# its bound (cache_size).
+# bench/memory.sh: resident memory of Caddy + oauth2_jwt under token churn:
+# what the verified-token cache costs per entry while it evicts, next to
+# plain Caddy and to the module without a cache.
 #
-# For each cache size in CACHE_SIZES it starts a fresh Caddy + oauth2_jwt
-# (keys from a jwks_file, so no IdP) and runs bench/memory, which mints
-# distinct ES256 tokens with the demo key (own sub and jti each) and sends
-# them over CONNS keep-alive connections, reading the Caddy process's VmRSS
-# every EVERY requests. Prints each RSS curve, its plateau (median of the
-# samples in the second half of the run) and, against the cache_size 0 run,
-# the MiB per 10k cache entries.
+# TOKENS distinct valid tokens (bench/tokens: the realistic ~600-byte
+# payload of load.sh and the Go benchmarks, ALG signatures) rotate at
+# random through each server below; bench/memory sends REQUESTS of them
+# over CONNS keep-alive connections and reads the Caddy process's VmRSS
+# every REQUESTS/40 requests:
+#
+#   plain   plain Caddy (bench/plaincaddy), respond only: the baseline
+#   0       Caddy + oauth2_jwt, cache_size 0: every request verifies
+#   N       Caddy + oauth2_jwt, cache_size N (CACHE_SIZES, 10000 by
+#           default): with 50,000 tokens and N = 10000 about one request
+#           in five is a hit, the rest verify and evict
+#
+# Each run prints its RSS curve, the plateau (median of the samples of the
+# second half), the peak (VmHWM) and the module's cache counters; the
+# summary gives each server's plateau and peak over plain Caddy and, for
+# each cache size, the KiB per entry: (plateau(N) - plateau(0)) / N, and
+# the same for the peaks. The cache is full by the second half (a few
+# times N misses fill it), so the plateau is the full cache while it
+# evicts, with the garbage collector's headroom over it.
 #
 # Environment:
-#   TOKENS       tokens per run with a cache (1000000)
-#   BASE_TOKENS  tokens for the cache_size 0 run (100000: with nothing
-#                cached, memory is flat after a few thousand requests)
-#   CACHE_SIZES  ("0 10000"; add 100000 for the second point, e.g.
-#                CACHE_SIZES="0 10000 100000")
-#   CONNS (64), EVERY (TOKENS/20)
-# The client signs every token (ES256) and Caddy verifies it: both cost CPU,
-# so the run takes TOKENS / (verifications per second) seconds per size.
+#   TOKENS       distinct tokens (50000)
+#   REQUESTS     requests per server (300000)
+#   CACHE_SIZES  cache sizes besides 0 ("10000"; e.g. "10000 50000")
+#   ALG          signature algorithm of the tokens (RS256; ES256, PS256, EdDSA)
+#   CONNS        connections (32)
+#   FRESH_TOKENS 1 mints new tokens (default: reuse those load.sh or an
+#                earlier run left in $BIN_DIR/tokens-$ALG for 3 hours)
+# Every miss costs Caddy one verification, so a run takes REQUESTS divided
+# by the verifications per second the machine manages, per server.
 source "$(dirname "$0")/lib.sh"
 
-TOKENS=${TOKENS:-1000000}
-BASE_TOKENS=${BASE_TOKENS:-100000}
-CACHE_SIZES=${CACHE_SIZES:-0 10000}
-CONNS=${CONNS:-64}
+TOKENS=${TOKENS:-50000}
+REQUESTS=${REQUESTS:-300000}
+CACHE_SIZES=${CACHE_SIZES:-10000}
+ALG=${ALG:-RS256}
+CONNS=${CONNS:-32}
+FRESH_TOKENS=${FRESH_TOKENS:-0}
 
+build plain ./bench/plaincaddy
 build module ./cmd/caddy
+build tokens ./bench/tokens
 build memory ./bench/memory
-cp "$REPO_DIR/demo/jwks.json" "$WORK/jwks.json"
-machine_info
 
-declare -A PLATEAU
-for size in $CACHE_SIZES; do
-	n=$TOKENS
-	if [[ $size == 0 && $BASE_TOKENS -lt $TOKENS ]]; then n=$BASE_TOKENS; fi
-	every=${EVERY:-$((n / 20))}
+# The same token store as load.sh: tokens live 6 hours, are reused for 3.
+TOKEN_DIR=$BIN_DIR/tokens-$ALG
+reuse_tokens() {
+	[[ $FRESH_TOKENS == 0 && -s $TOKEN_DIR/tokens.txt && -s $TOKEN_DIR/jwks.json ]] || return 1
+	local age=$(($(date +%s) - $(stat -c %Y "$TOKEN_DIR/tokens.txt")))
+	((age < 3 * 3600)) || return 1
+	(($(wc -l <"$TOKEN_DIR/tokens.txt") >= TOKENS))
+}
+if reuse_tokens; then
+	log "reusing $ALG tokens from $TOKEN_DIR"
+else
+	log "minting $TOKENS $ALG tokens with a fresh key"
+	mkdir -p "$TOKEN_DIR"
+	new=$(mktemp -d "$TOKEN_DIR/new.XXXXXX")
+	"$BIN_DIR/tokens" -genkey "$ALG" -key "$new/key.jwk" -jwks "$new/jwks.json" \
+		-n "$TOKENS" -ttl 6h -out "$new/tokens.txt"
+	mv -f "$new/key.jwk" "$new/jwks.json" "$TOKEN_DIR/"
+	mv -f "$new/tokens.txt" "$TOKEN_DIR/tokens.txt"
+	rmdir "$new"
+fi
+cp "$TOKEN_DIR/jwks.json" "$WORK/jwks.json"
+head -n "$TOKENS" "$TOKEN_DIR/tokens.txt" >"$WORK/tokens.txt"
+TOKEN_BYTES=$(awk '{ n += length($0) } END { printf "%d", n / NR }' "$WORK/tokens.txt")
+machine_info
+echo "$TOKENS distinct $ALG tokens of $TOKEN_BYTES bytes on average, $REQUESTS requests per server, $CONNS connections"
+
+declare -A PLATEAU PEAK
+for srv in plain 0 $CACHE_SIZES; do
 	port=$(free_port)
 	admin=$(free_port)
-	conf=$WORK/cache$size.caddyfile
+	conf=$WORK/server-$srv.caddyfile
 	{
 		printf '{\n\tadmin 127.0.0.1:%s\n\tpersist_config off\n\tauto_https off\n}\n' "$admin"
-		module_site "$port" "$size" "$WORK/jwks.json"
+		if [[ $srv == plain ]]; then
+			plain_site "$port"
+		else
+			module_site "$port" "$srv" "$WORK/jwks.json" "$ALG"
+		fi
 	} >"$conf"
-	start_caddy "$BIN_DIR/module" "$conf" "$port"
+	bin=$BIN_DIR/module
+	if [[ $srv == plain ]]; then bin=$BIN_DIR/plain; fi
+	start_caddy "$bin" "$conf" "$port"
 	echo
-	echo "== cache_size $size: $n distinct tokens, $CONNS connections, Caddy pid $CADDY_PID"
-	out=$(cd "$REPO_DIR" && "$BIN_DIR/memory" -url "http://127.0.0.1:$port/" -pid "$CADDY_PID" \
-		-tokens "$n" -conns "$CONNS" -every "$every" -key demo/demo-private.jwk) ||
-		{ echo "$out"; die "memory driver failed (cache_size $size)"; }
-	grep -v '^PLATEAU_KIB' <<<"$out"
-	PLATEAU[$size]=$(awk '/^PLATEAU_KIB/ { print $2 }' <<<"$out")
-	printf 'plateau: %.1f MiB\n' "$(awk -v k="${PLATEAU[$size]}" 'BEGIN { print k / 1024 }')"
-	# The module's own counters: misses, hits and evictions show the bound.
-	curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^caddy_oauth2_jwt_(token_cache|requests_total\{outcome="ok",provider="demo")' || true
+	if [[ $srv == plain ]]; then
+		echo "== plain Caddy, pid $CADDY_PID"
+	else
+		echo "== Caddy + oauth2_jwt, cache_size $srv, pid $CADDY_PID"
+	fi
+	out=$("$BIN_DIR/memory" -url "http://127.0.0.1:$port/" -pid "$CADDY_PID" \
+		-tokens "$WORK/tokens.txt" -requests "$REQUESTS" -conns "$CONNS") ||
+		{ echo "$out"; die "memory driver failed (server $srv)"; }
+	grep -vE '^(PLATEAU|PEAK)_KIB' <<<"$out"
+	PLATEAU[$srv]=$(awk '/^PLATEAU_KIB/ { print $2 }' <<<"$out")
+	PEAK[$srv]=$(awk '/^PEAK_KIB/ { print $2 }' <<<"$out")
+	if [[ $srv != plain ]]; then
+		# The module's own counters: hits, misses and evictions.
+		curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^caddy_oauth2_jwt_token_cache' || true
+	fi
 	stop_caddy "$CADDY_PID"
 done
 
 echo
-echo "== summary"
+echo "== summary ($TOKENS distinct $ALG tokens of $TOKEN_BYTES bytes, $REQUESTS requests each)"
+printf '%-22s %12s %12s %14s %14s\n' server "plateau MiB" "peak MiB" "plateau +MiB" "peak +MiB"
+for srv in plain 0 $CACHE_SIZES; do
+	name="cache_size $srv"
+	if [[ $srv == plain ]]; then name="plain Caddy"; fi
+	awk -v n="$name" -v k="${PLATEAU[$srv]}" -v p="${PEAK[$srv]}" -v bk="${PLATEAU[plain]}" -v bp="${PEAK[plain]}" 'BEGIN {
+		printf "%-22s %12.1f %12.1f %14.1f %14.1f\n", n, k / 1024, p / 1024, (k - bk) / 1024, (p - bp) / 1024
+	}'
+done
 for size in $CACHE_SIZES; do
-	printf 'cache_size %-7s plateau %7.1f MiB' "$size" "$(awk -v k="${PLATEAU[$size]}" 'BEGIN { print k / 1024 }')"
-	if [[ $size != 0 && -n ${PLATEAU[0]:-} ]]; then
-		awk -v k="${PLATEAU[$size]}" -v b="${PLATEAU[0]}" -v s="$size" 'BEGIN {
-			d = (k - b) / 1024
-			printf "   +%.1f MiB over cache_size 0 = %.2f MiB per 10k entries", d, d / (s / 10000)
-		}'
-	fi
-	echo
+	awk -v s="$size" -v k="${PLATEAU[$size]}" -v k0="${PLATEAU[0]}" -v p="${PEAK[$size]}" -v p0="${PEAK[0]}" 'BEGIN {
+		printf "cache_size %s: %.2f KiB per entry at the plateau, %.2f KiB per entry at the peak (over cache_size 0)\n", s, (k - k0) / s, (p - p0) / s
+	}'
 done
 machine_info

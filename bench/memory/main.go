@@ -1,122 +1,111 @@
-// Command memory drives Caddy + oauth2_jwt with many distinct valid tokens
-// and samples the Caddy process's resident memory (VmRSS), to show that the
-// verified-token cache stops growing at its bound. bench/memory.sh runs it.
+// Command memory drives a Caddy with a churn of distinct valid tokens and
+// samples the Caddy process's resident memory, so that bench/memory.sh can
+// tell what the verified-token cache costs per entry while it evicts (not
+// only once it is full and idle).
 //
-// Tokens are minted in-process with the demo key (ES256, issuer
-// http://127.0.0.1:9081, audience demo-api), each with its own sub and jti,
-// by the same goroutines that send them: nothing is kept in memory.
+// The tokens come from a file, one per line (bench/tokens mints them): each
+// request sends one drawn uniformly at random, so with 50,000 tokens and
+// cache_size 10000 about one request in five is a hit and the rest verify
+// a token and evict another. Every -every requests it reads VmRSS from
+// /proc/<pid>/status; at the end it prints the samples, the plateau (the
+// median of the samples of the second half of the run), the peak (VmHWM,
+// the kernel's high-water mark, which no sampling can miss) and the
+// machine-readable lines bench/memory.sh reads.
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
+	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 )
 
+// options are the command-line flags.
+type options struct {
+	url      string
+	pid      int
+	file     string
+	requests int64
+	conns    int
+	every    int64
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "", "URL of the site")
+	flag.IntVar(&o.pid, "pid", 0, "pid of the Caddy process to sample")
+	flag.StringVar(&o.file, "tokens", "", "file of tokens, one per line")
+	flag.Int64Var(&o.requests, "requests", 300_000, "requests to send")
+	flag.IntVar(&o.conns, "conns", 32, "concurrent keep-alive connections")
+	flag.Int64Var(&o.every, "every", 0, "sample VmRSS every this many requests (default requests/40)")
+	flag.Parse()
+	if o.every == 0 {
+		o.every = max(o.requests/40, 1)
+	}
+	if flag.NArg() > 0 || o.url == "" || o.pid <= 0 || o.file == "" || o.requests <= 0 || o.conns <= 0 || o.every <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "memory:", err)
+		os.Exit(1)
+	}
+}
+
+// sample is one VmRSS reading after n requests.
 type sample struct {
 	n       int64
 	rssKiB  int64
 	elapsed time.Duration
 }
 
-func main() {
-	url := flag.String("url", "", "URL of the protected site")
-	pid := flag.Int("pid", 0, "pid of the Caddy process to sample")
-	tokens := flag.Int64("tokens", 1_000_000, "distinct tokens to send")
-	conns := flag.Int("conns", 64, "concurrent keep-alive connections")
-	every := flag.Int64("every", 50_000, "sample VmRSS every this many requests")
-	keyFile := flag.String("key", "demo/demo-private.jwk", "private JWK to sign with")
-	flag.Parse()
-	if *url == "" || *pid == 0 || *tokens <= 0 || *conns <= 0 || *every <= 0 {
-		flag.Usage()
-		os.Exit(2)
-	}
-	if err := run(*url, *pid, *tokens, *conns, *every, *keyFile); err != nil {
-		fmt.Fprintln(os.Stderr, "memory:", err)
-		os.Exit(1)
-	}
-}
-
-func run(url string, pid int, tokens int64, conns int, every int64, keyFile string) error {
-	data, err := os.ReadFile(keyFile)
+func run(o options) error {
+	tokens, err := readTokens(o.file)
 	if err != nil {
 		return err
 	}
-	var key jose.JSONWebKey
-	if err := json.Unmarshal(data, &key); err != nil {
-		return fmt.Errorf("%s: %w", keyFile, err)
-	}
-	priv, ok := key.Key.(*ecdsa.PrivateKey)
-	if !ok || key.Algorithm != "ES256" {
-		return fmt.Errorf("%s: not an ES256 private key", keyFile)
-	}
-	// The header is the same for every token: encode it once.
-	header := base64.RawURLEncoding.EncodeToString(
-		[]byte(`{"alg":"ES256","kid":"` + key.KeyID + `","typ":"JWT"}`))
 	client := &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
-			MaxIdleConns:        conns,
-			MaxIdleConnsPerHost: conns,
-			MaxConnsPerHost:     conns,
+			MaxIdleConns:        o.conns,
+			MaxIdleConnsPerHost: o.conns,
+			MaxConnsPerHost:     o.conns,
 			DisableCompression:  true,
 		},
 	}
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	now := time.Now()
-	iat := strconv.FormatInt(now.Unix(), 10)
-	exp := strconv.FormatInt(now.Add(2*time.Hour).Unix(), 10)
-	// Every claim but sub and jti is the same for every token.
-	claimsTail := `,"iss":"http://127.0.0.1:9081","aud":"demo-api","iat":` + iat +
-		`,"nbf":` + iat + `,"exp":` + exp + `,"scope":"read:demo"}`
-
-	start := time.Now()
-	rss0, err := rssKiB(pid)
+	defer client.CloseIdleConnections()
+	rss0, err := procStatusKiB(o.pid, "VmRSS:")
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	var (
 		next, done, failed atomic.Int64
+		firstErr           atomic.Value
 		mu                 sync.Mutex
 		samples            = []sample{{0, rss0, 0}}
-		firstErr           atomic.Value
 		wg                 sync.WaitGroup
 	)
-	for range conns {
+	for g := range o.conns {
 		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > tokens || failed.Load() > 100 {
-					return
-				}
-				id := strconv.FormatInt(i, 10)
-				payload := `{"sub":"user-` + id + `","jti":"` + run + "-" + id + `"` + claimsTail
-				tok, err := signES256(priv, header, payload)
-				if err == nil {
-					err = send(client, url, tok)
-				}
-				if err != nil {
+			rng := rand.New(rand.NewPCG(uint64(g)+1, uint64(start.UnixNano())))
+			for next.Add(1) <= o.requests && failed.Load() <= 100 {
+				if err := send(client, o.url, tokens[rng.IntN(len(tokens))]); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 				}
-				n := done.Add(1)
-				if n%every == 0 || n == tokens {
-					if kib, err := rssKiB(pid); err == nil {
+				if n := done.Add(1); n%o.every == 0 {
+					if kib, err := procStatusKiB(o.pid, "VmRSS:"); err == nil {
 						mu.Lock()
 						samples = append(samples, sample{n, kib, time.Since(start)})
 						mu.Unlock()
@@ -130,47 +119,60 @@ func run(url string, pid int, tokens int64, conns int, every int64, keyFile stri
 	if f := failed.Load(); f > 0 {
 		return fmt.Errorf("%d failed requests, first: %v", f, firstErr.Load())
 	}
+	peak, err := procStatusKiB(o.pid, "VmHWM:")
+	if err != nil {
+		return err
+	}
 
-	sort.Slice(samples, func(i, j int) bool { return samples[i].n < samples[j].n })
+	slices.SortFunc(samples, func(a, b sample) int { return int(a.n - b.n) })
 	fmt.Printf("%10s %10s %8s\n", "requests", "RSS MiB", "time")
 	for _, s := range samples {
 		fmt.Printf("%10d %10.1f %7.0fs\n", s.n, mib(s.rssKiB), s.elapsed.Seconds())
 	}
-	// Plateau: median of the samples in the second half of the run.
 	var tail []int64
 	for _, s := range samples {
-		if s.n > tokens/2 {
+		if s.n > o.requests/2 {
 			tail = append(tail, s.rssKiB)
 		}
 	}
-	sort.Slice(tail, func(i, j int) bool { return tail[i] < tail[j] })
-	peak := int64(0)
-	for _, s := range samples {
-		peak = max(peak, s.rssKiB)
+	if len(tail) == 0 {
+		return errors.New("no sample in the second half of the run: lower -every")
 	}
-	fmt.Printf("sent %d distinct tokens in %.0fs (%.0f req/s), 0 failed\n",
-		done.Load(), elapsed.Seconds(), float64(done.Load())/elapsed.Seconds())
-	fmt.Printf("RSS start %.1f MiB, peak %.1f MiB\n", mib(rss0), mib(peak))
-	// Machine-readable line for bench/memory.sh.
-	fmt.Printf("PLATEAU_KIB %d\n", tail[len(tail)/2])
+	slices.Sort(tail)
+	plateau := tail[len(tail)/2]
+	fmt.Printf("sent %d requests over %d distinct tokens in %.0fs (%.0f req/s), 0 failed\n",
+		done.Load(), len(tokens), elapsed.Seconds(), float64(done.Load())/elapsed.Seconds())
+	fmt.Printf("RSS start %.1f MiB, plateau %.1f MiB, peak (VmHWM) %.1f MiB\n", mib(rss0), mib(plateau), mib(peak))
+	// Machine-readable lines for bench/memory.sh.
+	fmt.Printf("PLATEAU_KIB %d\nPEAK_KIB %d\n", plateau, peak)
 	return nil
 }
 
-// signES256 returns the compact JWS of payload: go-jose's signer does the
-// same with more allocations, and the client shares the CPU with Caddy.
-func signES256(priv *ecdsa.PrivateKey, header, payload string) (string, error) {
-	input := header + "." + base64.RawURLEncoding.EncodeToString([]byte(payload))
-	digest := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, priv, digest[:])
+// readTokens reads the non-empty lines of file.
+func readTokens(file string) ([]string, error) {
+	f, err := os.Open(file)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var sig [64]byte
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig[:]), nil
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			out = append(out, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", file, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no tokens", file)
+	}
+	return out, nil
 }
 
+// send makes one request with tok and checks that it was accepted.
 func send(client *http.Client, url, tok string) error {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -189,21 +191,20 @@ func send(client *http.Client, url, tok string) error {
 	return nil
 }
 
-// rssKiB reads VmRSS from /proc/<pid>/status.
-func rssKiB(pid int) (int64, error) {
+// procStatusKiB reads one "Key: N kB" field of /proc/<pid>/status.
+func procStatusKiB(pid int, key string) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			if f := strings.Fields(v); len(f) > 0 {
 				return strconv.ParseInt(f[0], 10, 64)
 			}
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", key, pid)
 }
 
 func mib(kib int64) float64 { return float64(kib) / 1024 }
