@@ -1,18 +1,13 @@
 package oauth2jwt
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,25 +23,11 @@ const (
 	dpopInteropSigKid   = "as-es256" // the kid of as.mjs's signing key
 )
 
-// dpopInteropNode returns the node binary, or skips (fails when
-// OAUTH2JWT_MCP_CLIENT=required, as CI sets) when node or the harness's
-// node_modules are missing.
+// dpopInteropNode returns the node binary, or skips when the harness
+// cannot run (see nodeHarness).
 func dpopInteropNode(t *testing.T) string {
 	t.Helper()
-	skip := t.Skip
-	if os.Getenv("OAUTH2JWT_MCP_CLIENT") == "required" {
-		skip = t.Fatal
-	}
-	for _, pkg := range []string{"oidc-provider", "dpop"} {
-		if _, err := os.Stat(filepath.Join(dpopInteropDir, "node_modules", pkg, "package.json")); err != nil {
-			skip("testdata/dpopinterop/node_modules is missing: run `npm ci` in testdata/dpopinterop to run the oidc-provider/dpop interop test")
-		}
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("node is not installed: the DPoP interop test needs Node.js 20 or later")
-	}
-	return node
+	return nodeHarness(t, dpopInteropDir, []string{"oidc-provider", "dpop"}, "oidc-provider/dpop interop test")
 }
 
 // dpopInteropEnv is the environment both node scripts share.
@@ -59,75 +40,11 @@ func dpopInteropEnv(issuer string, extra ...string) []string {
 	), extra...)
 }
 
-// startDPoPInteropAS runs as.mjs on a loopback listener this test opens
-// and hands over (so no port can be taken in between), waits for its ready
-// line and returns its issuer. The server ends with the test.
+// startDPoPInteropAS starts as.mjs (see startNodeAS) and checks that its
+// discovery document names the issuer Caddy will expect.
 func startDPoPInteropAS(t *testing.T, node string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	lnFile, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatalf("listener file: %v", err)
-	}
-	defer lnFile.Close()
-	issuer := "http://" + ln.Addr().String()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node, "as.mjs")
-	cmd.Dir = dpopInteropDir
-	cmd.Env = dpopInteropEnv(issuer, "AS_LISTEN_FD=3")
-	cmd.ExtraFiles = []*os.File{lnFile}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("node as.mjs: %v", err)
-	}
-	t.Cleanup(func() {
-		stdin.Close() // as.mjs exits when its stdin ends
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-		}
-		cancel()
-		if t.Failed() {
-			t.Logf("as.mjs stderr:\n%s", stderr.String())
-		}
-	})
-
-	ready := make(chan error, 1)
-	go func() {
-		br := bufio.NewReader(stdout)
-		line, err := br.ReadString('\n')
-		if err == nil && !strings.Contains(line, `"ready"`) {
-			err = fmt.Errorf("unexpected first line %q", line)
-		}
-		ready <- err
-		io.Copy(io.Discard, br)
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("as.mjs did not start: %v\nstderr: %s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("as.mjs did not start within 30s\nstderr: %s", stderr.String())
-	}
+	issuer := startNodeAS(t, node, dpopInteropDir, func(issuer string) []string { return dpopInteropEnv(issuer) })
 
 	// The discovery document Caddy will read names this issuer.
 	resp, err := http.Get(issuer + "/.well-known/openid-configuration")

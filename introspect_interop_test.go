@@ -1,20 +1,15 @@
 package oauth2jwt
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,96 +28,21 @@ const (
 	introInteropSecret   = "interop-secret-0123456789abcdef"
 )
 
-// introInteropNode returns the node binary, or skips (fails when
-// OAUTH2JWT_MCP_CLIENT=required, as CI sets) when node or the harness's
-// node_modules are missing.
+// introInteropNode returns the node binary, or skips when the harness
+// cannot run (see nodeHarness).
 func introInteropNode(t *testing.T) string {
 	t.Helper()
-	skip := t.Skip
-	if os.Getenv("OAUTH2JWT_MCP_CLIENT") == "required" {
-		skip = t.Fatal
-	}
-	if _, err := os.Stat(filepath.Join(introInteropDir, "node_modules", "oidc-provider", "package.json")); err != nil {
-		skip("testdata/introspectinterop/node_modules is missing: run `npm ci` in testdata/introspectinterop to run the oidc-provider introspection interop test")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("node is not installed: the introspection interop test needs Node.js 20 or later")
-	}
-	return node
+	return nodeHarness(t, introInteropDir, []string{"oidc-provider"}, "oidc-provider introspection interop test")
 }
 
-// startIntroInteropAS runs as.mjs on a loopback listener this test opens
-// and hands over, with rsJWK the public key of the private_key_jwt
-// client, waits for its ready line and returns its issuer. The server
-// ends with the test.
+// startIntroInteropAS starts as.mjs (see startNodeAS) with rsJWK the
+// public key of the private_key_jwt client, and returns its issuer.
 func startIntroInteropAS(t *testing.T, node string, rsJWK []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	lnFile, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatalf("listener file: %v", err)
-	}
-	defer lnFile.Close()
-	issuer := "http://" + ln.Addr().String()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node, "as.mjs")
-	cmd.Dir = introInteropDir
-	cmd.Env = append(os.Environ(), "AS_ISSUER="+issuer, "AS_RESOURCE="+introInteropResource,
-		"AS_APP_ID="+introInteropApp, "AS_SECRET="+introInteropSecret, "AS_RS_JWK="+string(rsJWK), "AS_LISTEN_FD=3")
-	cmd.ExtraFiles = []*os.File{lnFile}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("node as.mjs: %v", err)
-	}
-	t.Cleanup(func() {
-		stdin.Close() // as.mjs exits when its stdin ends
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-		}
-		cancel()
-		if t.Failed() {
-			t.Logf("as.mjs stderr:\n%s", stderr.String())
-		}
+	return startNodeAS(t, node, introInteropDir, func(issuer string) []string {
+		return append(os.Environ(), "AS_ISSUER="+issuer, "AS_RESOURCE="+introInteropResource,
+			"AS_APP_ID="+introInteropApp, "AS_SECRET="+introInteropSecret, "AS_RS_JWK="+string(rsJWK))
 	})
-	ready := make(chan error, 1)
-	go func() {
-		br := bufio.NewReader(stdout)
-		line, err := br.ReadString('\n')
-		if err == nil && !strings.Contains(line, `"ready"`) {
-			err = fmt.Errorf("unexpected first line %q", line)
-		}
-		ready <- err
-		_, _ = io.Copy(io.Discard, br)
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("as.mjs did not start: %v\nstderr: %s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("as.mjs did not start within 30s\nstderr: %s", stderr.String())
-	}
-	return issuer
 }
 
 // introInteropPost POSTs a form to the AS with the app client's Basic
