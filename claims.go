@@ -39,7 +39,10 @@ type Claims struct {
 	provider string
 	tenant   string                     // the tenant of a multi-tenant issuer, or ""
 	raw      []byte                     // the payload JSON, as signed
-	top      map[string]json.RawMessage // top-level members
+	top      map[string]json.RawMessage // top-level members, or nil once compacted
+	// spans locates the top-level members in raw once compact has
+	// dropped top: the form the verified-token cache keeps.
+	spans    []claimSpan
 	subject  string
 	expiry   time.Time
 	notAfter time.Time // expiry plus leeway: accepted strictly before this
@@ -83,23 +86,16 @@ func (c *Claims) Raw(name string) (json.RawMessage, bool) {
 // never be written to, nor decoded into (a json.RawMessage that is the
 // target of Unmarshal is overwritten in place).
 func (c *Claims) lookup(name string) (json.RawMessage, bool) {
-	if v, ok := c.top[name]; ok {
+	if v, ok := c.member(name); ok {
 		return v, true
 	}
-	if !strings.Contains(name, ".") {
+	head, rest, more := strings.Cut(name, ".")
+	if !more {
 		return nil, false
 	}
-	cur := c.top
+	v, ok := c.member(head)
 	for {
-		head, rest, more := strings.Cut(name, ".")
-		v, ok := cur[head]
-		if !ok {
-			return nil, false
-		}
-		if !more {
-			return v, true
-		}
-		if len(v) == 0 || v[0] != '{' {
+		if !ok || len(v) == 0 || v[0] != '{' {
 			return nil, false
 		}
 		var next map[string]json.RawMessage
@@ -110,8 +106,27 @@ func (c *Claims) lookup(name string) (json.RawMessage, bool) {
 		if v, ok := next[rest]; ok {
 			return v, true
 		}
-		cur, name = next, rest
+		if head, rest, more = strings.Cut(rest, "."); !more {
+			return nil, false
+		}
+		v, ok = next[head]
 	}
+}
+
+// member returns the top-level member called name. The result aliases
+// the signed payload, as lookup's does.
+func (c *Claims) member(name string) (json.RawMessage, bool) {
+	if c.top != nil {
+		v, ok := c.top[name]
+		return v, ok
+	}
+	for _, m := range c.spans {
+		// The comparison does not copy: the compiler compares the bytes.
+		if int(m.name1-m.name0) == len(name) && string(c.raw[m.name0:m.name1]) == name {
+			return c.raw[m.val0:m.val1:m.val1], true
+		}
+	}
+	return nil, false
 }
 
 // String returns the claim at name formatted as its placeholder is: strings
@@ -328,27 +343,8 @@ func jsonString(raw json.RawMessage) (string, bool) {
 
 // maxCompactMembers bounds the payloads compact rewrites: one with more
 // top-level members keeps the decoder's map (real access tokens have a
-// dozen or two).
+// dozen or two), so that a look-up by name stays a short scan.
 const maxCompactMembers = 64
-
-// internedClaimNames are the claim names most tokens carry (RFC 7519,
-// RFC 9068, RFC 8693, OpenID Connect, and the common IdP extensions): a
-// compacted Claims shares these strings instead of holding its own.
-var internedClaimNames = func() map[string]string {
-	m := make(map[string]string)
-	for _, n := range []string{
-		"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp",
-		"client_id", "azp", "cid", "uid", "tid", "oid", "sid", "cnf", "act",
-		"may_act", "auth_time", "acr", "amr", "roles", "groups",
-		"entitlements", "permissions", "email", "email_verified", "name",
-		"given_name", "family_name", "preferred_username", "nonce", "ver",
-		"typ", "gty", "upn", "appid", "idp", "realm_access",
-		"resource_access", "org_id", "tenant",
-	} {
-		m[n] = n
-	}
-	return m
-}()
 
 // memberSpan locates one top-level member in a payload: its name between
 // the quotes, and its value.
@@ -356,91 +352,45 @@ type memberSpan struct {
 	name0, name1 int32
 	val0, val1   int32
 	escaped      bool // the name has escapes: its decoded form differs
-	interned     bool // the name is one of internedClaimNames
+}
+
+// claimSpan is a memberSpan of a compacted Claims, whose names are
+// spelled without escapes: 16 bytes a member, where a map entry costs
+// a name string, a value slice and the table's slack.
+type claimSpan struct {
+	name0, name1 int32
+	val0, val1   int32
 }
 
 // compact rewrites the claims of a verified token, before anyone else
 // sees them, into the form the verified-token cache keeps: the same
-// members with the same bytes, held in less memory. The values of top
-// become subslices of raw instead of copies, the names are the shared
-// internedClaimNames or substrings of one string (with the subject), and
-// the map has exactly the members' size. Anything unexpected (a payload
-// that is not the decoder's map member for member) leaves c as it was.
+// members with the same bytes, located by offsets into raw instead of a
+// map of names and copies. Anything unexpected (a member name spelled
+// with escapes, more than maxCompactMembers members, a payload that is
+// not the decoder's map member for member) leaves c as it was.
 func (c *Claims) compact() {
 	if len(c.top) == 0 || len(c.top) > maxCompactMembers || len(c.raw) > math.MaxInt32 {
 		return
 	}
 	var buf [maxCompactMembers]memberSpan
-	spans, ok := topMembers(c.raw, buf[:0])
-	if !ok || len(spans) != len(c.top) {
+	found, ok := topMembers(c.raw, buf[:0])
+	if !ok || len(found) != len(c.top) {
 		return
 	}
-	// One string holds the names that are neither interned nor escaped,
-	// then the subject when it is spelled without escapes.
-	n := 0
-	for i := range spans {
-		m := &spans[i]
+	spans := make([]claimSpan, len(found))
+	for i, m := range found {
 		if m.escaped {
-			continue
-		}
-		_, m.interned = internedClaimNames[string(c.raw[m.name0:m.name1])]
-		if !m.interned {
-			n += int(m.name1 - m.name0)
-		}
-	}
-	subRaw, hasSub := c.top["sub"]
-	plainSub := hasSub && len(subRaw) >= 2 && subRaw[0] == '"' && string(subRaw[1:len(subRaw)-1]) == c.subject
-	if plainSub {
-		n += len(c.subject)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, m := range spans {
-		if !m.escaped && !m.interned {
-			b.Write(c.raw[m.name0:m.name1])
-		}
-	}
-	if plainSub {
-		b.WriteString(c.subject)
-	}
-	names := b.String()
-
-	top := make(map[string]json.RawMessage, len(spans))
-	off := 0
-	for _, m := range spans {
-		var name string
-		switch {
-		case m.escaped:
-			if name, ok = jsonString(c.raw[m.name0-1 : m.name1+1]); !ok {
-				return
-			}
-			if shared, ok := internedClaimNames[name]; ok {
-				name = shared
-			}
-		case m.interned:
-			name = internedClaimNames[string(c.raw[m.name0:m.name1])]
-		default:
-			name = names[off : off+int(m.name1-m.name0)]
-			off += len(name)
-		}
-		v, ok := c.top[name]
-		if !ok {
 			return
 		}
-		// Capacity-limited: an append to one value can never write
-		// into the next.
-		if span := c.raw[m.val0:m.val1:m.val1]; bytes.Equal(span, v) {
-			v = span
+		v, ok := c.top[string(c.raw[m.name0:m.name1])]
+		if !ok || !bytes.Equal(c.raw[m.val0:m.val1], v) {
+			return
 		}
-		top[name] = v
+		spans[i] = claimSpan{name0: m.name0, name1: m.name1, val0: m.val0, val1: m.val1}
 	}
-	if len(top) != len(c.top) {
-		return
-	}
-	c.top = top
-	if plainSub {
-		c.subject = names[off:]
-	}
+	// The decoder refuses duplicate members, so len(found) distinct
+	// names each matching a member of top are all of top.
+	c.spans, c.top = spans, nil
 }
 
 // topMembers returns the spans of the top-level members of raw, a JSON

@@ -145,7 +145,8 @@ func TestClaimsAreImmutable(t *testing.T) {
 				if !bytes.Equal(c.raw, payload) {
 					t.Fatalf("request %d: the verified payload changed:\n got %s\nwant %s", i+1, c.raw, payload)
 				}
-				if got := string(c.top[top]); got != tc.json {
+				if v, _ := c.member(top); string(v) != tc.json {
+					got := string(v)
 					t.Fatalf("request %d: the verified member %q changed: %s, want %s", i+1, top, got, tc.json)
 				}
 			}

@@ -196,7 +196,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				}
 				return next.ServeHTTP(w, r)
 			}
-			return h.serveCached(w, r, src, e, next)
+			return h.serveCached(w, r, token, src, e, next)
 		}
 	}
 	return h.serveMiss(w, r, token, src, next)
@@ -272,8 +272,8 @@ func (h *Handler) plainHit(e *cachedToken, now time.Time) bool {
 // proof check run again).
 //
 //go:noinline
-func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, src *tokenSource, e *cachedToken, next caddyhttp.Handler) error {
-	token, now := e.key, h.verifier.now()
+func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, token string, src *tokenSource, e *cachedToken, next caddyhttp.Handler) error {
+	now := h.verifier.now()
 	ks, aerr := e.p.keys.keysAt(now)
 	if aerr != nil {
 		return h.reject(w, r, replacerOf(r), e.p, aerr, schemeOf(src))

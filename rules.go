@@ -169,7 +169,7 @@ func scalarText(v json.RawMessage) (string, bool) {
 func grantedScopes(c *Claims) []string {
 	var out []string
 	for _, name := range [...]string{"scope", "scp"} {
-		raw, ok := c.top[name]
+		raw, ok := c.member(name)
 		if !ok || len(raw) == 0 {
 			continue
 		}

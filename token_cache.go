@@ -1,11 +1,12 @@
 package oauth2jwt
 
 import (
+	"crypto/sha256"
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // defaultCacheSize is the default bound of the verified-token cache.
@@ -20,10 +21,13 @@ const tokenCacheShards = 64
 // a signature verification. It is per handler, because the policy that
 // accepted a token (audiences, algorithms, leeway) is per handler.
 //
-// An entry is found by the token's 64-bit maphash (one hash per look-up,
-// under a seed drawn per cache, so nobody can aim tokens at one shard or
-// one hash) and used only when its stored token equals the request's: two
-// different tokens never share an entry. It is used only while:
+// An entry is known by the SHA-256 digest of its token, which is all the
+// cache keeps of it (32 bytes where the token is about a kilobyte): two
+// tokens share an entry only if they collide under SHA-256, which nobody
+// knows how to make happen. The entry is found by a 64-bit maphash of the
+// digest (under a seed drawn per cache, so nobody can aim tokens at one
+// shard or one index cell) and used only when its digest equals the
+// request's. It is used only while:
 //   - the token is within its exp (plus leeway) and nbf/iat (minus leeway),
 //     checked on every hit;
 //   - the provider's key set is the one that verified it (generation
@@ -72,7 +76,7 @@ type cacheSlot struct {
 // cachedToken is one verified token: what a hit needs and nothing more.
 // The claims are held by value, so that an entry is one allocation.
 type cachedToken struct {
-	key    string // the token: the only copy the cache keeps
+	digest tokenDigest // of the token, which the cache does not keep
 	p      *provider
 	gen    uint64 // key set generation that verified it
 	claims Claims
@@ -96,24 +100,32 @@ func newTokenCache(size int) *tokenCache {
 	return c
 }
 
-// locate hashes token and returns its shard. The shard is picked from
+// tokenDigest is the SHA-256 digest of a token.
+type tokenDigest [sha256.Size]byte
+
+// tokenDigestOf returns token's digest. The hash reads the string's bytes in
+// place (it neither keeps nor writes them): converting a kilobyte token
+// to a []byte would copy it to the heap on every request.
+func tokenDigestOf(token string) tokenDigest {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
+
+// locate hashes a digest and returns its shard. The shard is picked from
 // the hash's high 32 bits by multiplication (uniform for any shard
-// count); the map, keyed by the whole hash, spreads on its low bits.
-// maphash.Comparable hashes a string in one pass of the runtime's hasher
-// (maphash.String chains it over 128-byte blocks: three times slower on a
-// 900-byte token).
-func (c *tokenCache) locate(token string) (uint64, *tokenShard) {
-	h := maphash.Comparable(c.seed, token)
+// count); the index, keyed by the whole hash, spreads on its low bits.
+func (c *tokenCache) locate(d *tokenDigest) (uint64, *tokenShard) {
+	h := maphash.Comparable(c.seed, *d)
 	return h, &c.shards[((h>>32)*c.nShards)>>32]
 }
 
 // get returns the cached entry for token when it may still be used at now.
 func (c *tokenCache) get(token string, now time.Time) *cachedToken {
-	h, s := c.locate(token)
+	d := tokenDigestOf(token)
+	h, s := c.locate(&d)
 	var e *cachedToken
 	s.mu.RLock()
 	if _, i := s.find(h); i >= 0 {
-		if sl := &s.ring[i]; sl.e.key == token {
+		if sl := &s.ring[i]; sl.e.digest == d {
 			e = sl.e
 			// Read first: a hot entry's cache line is not written on
 			// every hit.
@@ -129,12 +141,11 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	return e
 }
 
-// put stores a verified token under its key, e.key (which the cache
-// keeps: it must alias nothing that the cache must not pin). A full shard
-// replaces the entry its CLOCK hand settles on. It reports whether an
-// entry was dropped for this one.
+// put stores a verified token under its digest. A full shard replaces
+// the entry its CLOCK hand settles on. It reports whether an entry was
+// dropped for this one.
 func (c *tokenCache) put(e *cachedToken, now time.Time) (evicted bool) {
-	h, s := c.locate(e.key)
+	h, s := c.locate(&e.digest)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pos, i := s.find(h)
@@ -143,7 +154,7 @@ func (c *tokenCache) put(e *cachedToken, now time.Time) (evicted bool) {
 		// concurrent misses), or, with odds of 2^-64 under a secret seed,
 		// another token of the same hash: either way the slot is reused.
 		sl := &s.ring[i]
-		evicted = sl.e.key != e.key
+		evicted = sl.e.digest != e.digest
 		sl.e = e
 		return evicted
 	}
@@ -261,14 +272,13 @@ func (c *tokenCache) len() int {
 	return n
 }
 
-// newCachedToken returns the cache entry of a verified token, with its
-// own copy of the token (the request's is a substring of a header, a
-// cookie or the query, which the cache must not keep alive), its claims
-// compacted (same members, less memory) and with their own replacer
-// function value. The request that verified the token uses the entry's
-// claims too.
+// newCachedToken returns the cache entry of a verified token: its
+// digest (the token itself, a substring of a header, a cookie or the
+// query, is not kept), its claims compacted (same members, less memory)
+// and with their own replacer function value. The request that verified
+// the token uses the entry's claims too.
 func newCachedToken(token string, p *provider, gen uint64, c *Claims) *cachedToken {
-	e := &cachedToken{key: strings.Clone(token), p: p, gen: gen, claims: *c}
+	e := &cachedToken{digest: tokenDigestOf(token), p: p, gen: gen, claims: *c}
 	e.claims.compact()
 	e.claims.replaceFn = e.claims.replace
 	return e

@@ -2,6 +2,7 @@ package oauth2jwt
 
 import (
 	"bytes"
+	"crypto/sha256"
 	stdjson "encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -119,9 +120,10 @@ func TestTokenCacheKeyRemoved(t *testing.T) {
 	expectReason(t, serve(t, h, bearer(t2)), http.StatusServiceUnavailable, "unavailable")
 }
 
-// TestTokenCacheKeyDoesNotPinTheHeader: the cache keys on a copy of the
-// token, not on a slice of the request's Authorization header, which
-// would keep the whole header alive as long as the entry.
+// TestTokenCacheKeyDoesNotPinTheHeader: an entry keeps the token's
+// SHA-256 digest, not the token, and nothing of it points into the
+// request's Authorization header, which would keep the whole header alive
+// as long as the entry.
 func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 	f := newAuthzFixture(t)
 	h := f.handler(t, &Handler{})
@@ -131,18 +133,31 @@ func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 	req.Header.Set("Authorization", header)
 	expectReason(t, serve(t, h, req), http.StatusOK, "")
 	lo, hi := uintptr(unsafe.Pointer(unsafe.StringData(header))), uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header))
+	inHeader := func(p unsafe.Pointer) bool { return uintptr(p) >= lo && uintptr(p) < hi }
 	entries := 0
 	for i := range h.cache.nShards {
 		for j := range h.cache.shards[i].ring {
-			key := h.cache.shards[i].ring[j].e.key
+			e := h.cache.shards[i].ring[j].e
 			entries++
-			if p := uintptr(unsafe.Pointer(unsafe.StringData(key))); p >= lo && p < hi {
-				t.Fatalf("cached key points into the request header")
+			if e.digest != sha256.Sum256([]byte(tok)) {
+				t.Fatalf("the entry's digest is not the token's SHA-256")
+			}
+			c := &e.claims
+			if inHeader(unsafe.Pointer(unsafe.SliceData(c.raw))) || inHeader(unsafe.Pointer(unsafe.StringData(c.subject))) {
+				t.Fatalf("the cached claims point into the request header")
 			}
 		}
 	}
 	if entries != 1 {
 		t.Fatalf("the cache holds %d entries, want the token's 1", entries)
+	}
+	// The same token again is a hit: the digest finds the entry.
+	hits := testutil.ToFloat64(h.obs.cacheHit)
+	req = httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
+	req.Header.Set("Authorization", header)
+	expectReason(t, serve(t, h, req), http.StatusOK, "")
+	if got := testutil.ToFloat64(h.obs.cacheHit) - hits; got != 1 {
+		t.Fatalf("%v cache hits for the same token again, want 1", got)
 	}
 }
 
@@ -163,7 +178,7 @@ func TestTokenCacheSmallerThanShardCount(t *testing.T) {
 // entryFor returns a cache entry for token, valid from an hour before
 // now until until.
 func entryFor(token string, now, until time.Time) *cachedToken {
-	return &cachedToken{key: token, claims: Claims{notBefore: now.Add(-time.Hour), notAfter: until}}
+	return &cachedToken{digest: tokenDigestOf(token), claims: Claims{notBefore: now.Add(-time.Hour), notAfter: until}}
 }
 
 // TestTokenCacheBoundIsExact: whatever the size, the cache never holds
@@ -235,11 +250,11 @@ func TestTokenCacheSecondChanceThroughHandler(t *testing.T) {
 	// A shard holds at most its share: count what each one received, so
 	// the expected size does not depend on the random shard hash.
 	perShard := map[*tokenShard]int{}
-	_, hs := h.cache.locate(hot)
+	hs := h.cache.shardOf(hot)
 	perShard[hs]++
 	for i := range 600 {
 		tok := f.token(t, map[string]any{"jti": i})
-		_, s := h.cache.locate(tok)
+		s := h.cache.shardOf(tok)
 		perShard[s]++
 		expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
 		hits := testutil.ToFloat64(h.obs.cacheHit)
@@ -261,7 +276,7 @@ func TestTokenCacheSecondChanceThroughHandler(t *testing.T) {
 func sameShard(c *tokenCache, tokens []string, n int) []string {
 	by := map[*tokenShard][]string{}
 	for _, tok := range tokens {
-		_, s := c.locate(tok)
+		s := c.shardOf(tok)
 		if by[s] = append(by[s], tok); len(by[s]) == n {
 			return by[s]
 		}
@@ -309,7 +324,7 @@ func TestTokenCacheShardsUniform(t *testing.T) {
 	counts := map[*tokenShard]int{}
 	for i := range perShard * tokenCacheShards {
 		tok := "eyJhbGciOiJFUzI1NiJ9." + strconv.Itoa(i) + ".sameSignatureTailAAAA"
-		_, s := c.locate(tok)
+		s := c.shardOf(tok)
 		counts[s]++
 	}
 	if len(counts) != tokenCacheShards {
@@ -342,7 +357,7 @@ func TestTokenCacheIndexModel(t *testing.T) {
 			}
 			c.put(entryFor(tok, now, now.Add(time.Hour)), now)
 		}
-		stored := map[string]bool{}
+		stored := map[tokenDigest]bool{}
 		for i := range c.nShards {
 			s := &c.shards[i]
 			cells := 0
@@ -355,13 +370,14 @@ func TestTokenCacheIndexModel(t *testing.T) {
 				t.Fatalf("size %d shard %d: %d cells, %d entries, limit %d, %d cells in all", size, i, cells, len(s.ring), s.limit, len(s.index))
 			}
 			for j := range s.ring {
-				stored[s.ring[j].e.key] = true
+				stored[s.ring[j].e.digest] = true
 			}
 		}
 		for _, tok := range tokens {
 			e := c.get(tok, now)
-			if stored[tok] != (e != nil) || (e != nil && e.key != tok) {
-				t.Fatalf("size %d: stored %v, found %v", size, stored[tok], e != nil)
+			d := tokenDigestOf(tok)
+			if stored[d] != (e != nil) || (e != nil && e.digest != d) {
+				t.Fatalf("size %d: stored %v, found %v", size, stored[d], e != nil)
 			}
 		}
 	}
@@ -382,7 +398,7 @@ func TestTokenCacheConcurrent(t *testing.T) {
 			for range 20_000 {
 				tok := tokens[rng.IntN(len(tokens))]
 				if e := c.get(tok, now); e != nil {
-					if e.key != tok {
+					if e.digest != tokenDigestOf(tok) {
 						wrong.Add(1)
 					}
 					continue
@@ -525,11 +541,13 @@ func TestCachedClaimsMatchUncached(t *testing.T) {
 
 // FuzzClaimsCompact: for any payload a decoder accepts, compact either
 // leaves the claims alone or yields the same members with the same bytes
-// and the same subject; it never panics.
+// (each a capped subslice of the payload) and the same subject; it never
+// panics.
 func FuzzClaimsCompact(f *testing.F) {
 	for _, s := range []string{
 		`{}`, `{"a":1}`, ` { "a" : [1,{"b":"}"}] , "sub":"x" } `, `{"s\u0075b":"y","sub2":"\"}"}`,
 		`{"a":"\\","b":{"c":[[]]},"sub":"us\"er"}`, `{"a":1e5,"b":-0.5,"c":true,"d":null}`,
+		`{"a":1,"a.b":2,"c":{"d":{"e":3}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -544,41 +562,74 @@ func FuzzClaimsCompact(f *testing.F) {
 		}
 		before := *c
 		c.compact()
-		if len(c.top) != len(before.top) || c.subject != before.subject {
-			t.Fatalf("compact changed the member count or the subject")
+		if c.subject != before.subject {
+			t.Fatalf("compact changed the subject")
+		}
+		if c.top == nil && len(c.spans) != len(before.top) {
+			t.Fatalf("compact kept %d of %d members", len(c.spans), len(before.top))
 		}
 		for name, v := range before.top {
-			if got, ok := c.top[name]; !ok || !bytes.Equal(got, v) {
+			got, ok := c.member(name)
+			if !ok || !bytes.Equal(got, v) || (c.top == nil && cap(got) != len(got)) {
 				t.Fatalf("member %q: %q after compact, %q before", name, got, v)
 			}
+			if got, want := c.String(name+".x"), before.String(name+".x"); got != want {
+				t.Fatalf("path %q.x: %q after compact, %q before", name, got, want)
+			}
+		}
+		if _, ok := c.member("\x00absent"); ok {
+			t.Fatalf("compact invented a member")
 		}
 	})
 }
 
 // TestClaimsCompactShares: compact does take effect on an ordinary
-// payload, escaped names included: every value is a subslice of the
-// payload, registered names are the shared strings, and the rest (with
-// the subject) live in one string.
+// payload: the map is gone, every member is found by its name as a
+// capped subslice of the payload, dotted paths still reach into nested
+// objects, and absent names stay absent. A name spelled with escapes
+// keeps the decoder's map.
 func TestClaimsCompactShares(t *testing.T) {
-	raw := []byte(`{"iss":"https://issuer.example","sub":"user-7","aud":["api"],"n\u0061me":"Ann","https://x.example/t":"acme","obj":{"k":[1,2]}}`)
+	raw := []byte(`{"iss":"https://issuer.example","sub":"user-7","aud":["api"],"name":"Ann","https://x.example/t":"acme","obj":{"k":[1,2],"a.b":"dot"}}`)
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
 		t.Fatal(err)
 	}
 	c := &Claims{raw: raw, top: top, subject: "user-7"}
 	c.compact()
+	if c.top != nil || len(c.spans) != 6 {
+		t.Fatalf("compact kept the map (%d spans)", len(c.spans))
+	}
 	lo, hi := uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&raw[0]))+uintptr(len(raw))
-	for name, v := range c.top {
+	for name, want := range top {
+		v, ok := c.member(name)
+		if !ok || string(v) != string(want) {
+			t.Fatalf("member %q: %s, want %s", name, v, want)
+		}
 		if p := uintptr(unsafe.Pointer(&v[0])); p < lo || p >= hi || cap(v) != len(v) {
 			t.Fatalf("member %q is not a capped subslice of the payload", name)
 		}
 	}
-	for name := range c.top {
-		if shared, ok := internedClaimNames[name]; ok && unsafe.StringData(shared) != unsafe.StringData(name) {
-			t.Fatalf("name %q is not the shared string", name)
+	for name, want := range map[string]string{"sub": "user-7", "obj.k": "1,2", "obj.a.b": "dot", "https://x.example/t": "acme", "nam": "", "obj.z": ""} {
+		if got := c.String(name); got != want {
+			t.Fatalf("String(%q) = %q, want %q", name, got, want)
 		}
 	}
-	if c.subject != "user-7" || len(c.top) != 6 || string(c.top["name"]) != `"Ann"` {
-		t.Fatalf("compact changed the claims: %q %v", c.subject, c.top)
+
+	esc := []byte(`{"n\u0061me":"Ann","sub":"x"}`)
+	top = nil
+	if err := json.Unmarshal(esc, &top); err != nil {
+		t.Fatal(err)
 	}
+	c = &Claims{raw: esc, top: top, subject: "x"}
+	c.compact()
+	if c.top == nil || c.String("name") != "Ann" {
+		t.Fatalf("a name with escapes: top %v, name %q", c.top, c.String("name"))
+	}
+}
+
+// shardOf returns the shard that holds tok's entry, if any.
+func (c *tokenCache) shardOf(tok string) *tokenShard {
+	d := tokenDigestOf(tok)
+	_, s := c.locate(&d)
+	return s
 }
