@@ -320,7 +320,7 @@ func (h *Handler) serveMiss(w http.ResponseWriter, r *http.Request, token string
 	if h.cache != nil {
 		e := newCachedToken(token, p, gen, claims)
 		claims = &e.claims
-		if h.cache.put(e, now) {
+		if h.cache.put(token, e, now) {
 			h.obs.metrics.cacheEvicted.Inc()
 		}
 	}

@@ -3,6 +3,7 @@ package oauth2jwt
 import (
 	"crypto/sha256"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,13 +22,16 @@ const tokenCacheShards = 64
 // a signature verification. It is per handler, because the policy that
 // accepted a token (audiences, algorithms, leeway) is per handler.
 //
-// An entry is known by the SHA-256 digest of its token, which is all the
-// cache keeps of it (32 bytes where the token is about a kilobyte): two
-// tokens share an entry only if they collide under SHA-256, which nobody
-// knows how to make happen. The entry is found by a 64-bit maphash of the
-// digest (under a seed drawn per cache, so nobody can aim tokens at one
-// shard or one index cell) and used only when its digest equals the
-// request's. It is used only while:
+// An entry is found by the token's 64-bit maphash (one hash per look-up,
+// under a seed drawn per cache, so nobody can aim tokens at one shard or
+// one index cell) and used only when the request's token is the entry's:
+// an entry keeps the token's SHA-256 digest (32 bytes where the token is
+// about a kilobyte: most entries of a cache under churn are hit once or
+// never), and its second hit, which hashes the token to compare digests,
+// stores a copy of it, so that later hits compare bytes instead of
+// hashing again. Two tokens share an entry only if they
+// collide under SHA-256, which nobody knows how to bring about. It is
+// used only while:
 //   - the token is within its exp (plus leeway) and nbf/iat (minus leeway),
 //     checked on every hit;
 //   - the provider's key set is the one that verified it (generation
@@ -76,7 +80,11 @@ type cacheSlot struct {
 // cachedToken is one verified token: what a hit needs and nothing more.
 // The claims are held by value, so that an entry is one allocation.
 type cachedToken struct {
-	digest tokenDigest // of the token, which the cache does not keep
+	digest tokenDigest // of the token
+	// token is a copy of the token, stored by the entry's second hit
+	// (nil until then); a hit compares it instead of hashing the token.
+	token  atomic.Pointer[string]
+	hit    atomic.Bool // the entry has been hit
 	p      *provider
 	gen    uint64 // key set generation that verified it
 	claims Claims
@@ -110,22 +118,24 @@ func tokenDigestOf(token string) tokenDigest {
 	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 }
 
-// locate hashes a digest and returns its shard. The shard is picked from
+// locate hashes token and returns its shard. The shard is picked from
 // the hash's high 32 bits by multiplication (uniform for any shard
 // count); the index, keyed by the whole hash, spreads on its low bits.
-func (c *tokenCache) locate(d *tokenDigest) (uint64, *tokenShard) {
-	h := maphash.Comparable(c.seed, *d)
+// maphash.Comparable hashes a string in one pass of the runtime's hasher
+// (maphash.String chains it over 128-byte blocks: three times slower on a
+// 900-byte token).
+func (c *tokenCache) locate(token string) (uint64, *tokenShard) {
+	h := maphash.Comparable(c.seed, token)
 	return h, &c.shards[((h>>32)*c.nShards)>>32]
 }
 
 // get returns the cached entry for token when it may still be used at now.
 func (c *tokenCache) get(token string, now time.Time) *cachedToken {
-	d := tokenDigestOf(token)
-	h, s := c.locate(&d)
+	h, s := c.locate(token)
 	var e *cachedToken
 	s.mu.RLock()
 	if _, i := s.find(h); i >= 0 {
-		if sl := &s.ring[i]; sl.e.digest == d {
+		if sl := &s.ring[i]; sl.e.is(token) {
 			e = sl.e
 			// Read first: a hot entry's cache line is not written on
 			// every hit.
@@ -141,11 +151,34 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	return e
 }
 
-// put stores a verified token under its digest. A full shard replaces
-// the entry its CLOCK hand settles on. It reports whether an entry was
-// dropped for this one.
-func (c *tokenCache) put(e *cachedToken, now time.Time) (evicted bool) {
-	h, s := c.locate(&e.digest)
+// is reports whether token is the entry's: equal to its copy, or, until
+// one is stored, of its digest. The second hit that hashes the token
+// stores the copy (concurrent hits store one of theirs, all equal): an
+// entry hit once in its lifetime, as most are under churn, never pays for
+// one.
+func (e *cachedToken) is(token string) bool {
+	if t := e.token.Load(); t != nil {
+		return *t == token
+	}
+	if tokenDigestOf(token) != e.digest {
+		return false
+	}
+	if !e.hit.Load() {
+		e.hit.Store(true)
+		return true
+	}
+	// The request's token is a substring of a header, a cookie or the
+	// query, which the cache must not keep alive.
+	t := strings.Clone(token)
+	e.token.CompareAndSwap(nil, &t)
+	return true
+}
+
+// put stores the entry of a verified token under the token's hash. A
+// full shard replaces the entry its CLOCK hand settles on. It reports
+// whether an entry was dropped for this one.
+func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted bool) {
+	h, s := c.locate(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pos, i := s.find(h)
@@ -273,10 +306,10 @@ func (c *tokenCache) len() int {
 }
 
 // newCachedToken returns the cache entry of a verified token: its
-// digest (the token itself, a substring of a header, a cookie or the
-// query, is not kept), its claims compacted (same members, less memory)
-// and with their own replacer function value. The request that verified
-// the token uses the entry's claims too.
+// digest (not the token: a substring of a header, a cookie or the query,
+// which the cache must not keep alive), its claims compacted (same
+// members, less memory) and with their own replacer function value. The
+// request that verified the token uses the entry's claims too.
 func newCachedToken(token string, p *provider, gen uint64, c *Claims) *cachedToken {
 	e := &cachedToken{digest: tokenDigestOf(token), p: p, gen: gen, claims: *c}
 	e.claims.compact()

@@ -121,43 +121,92 @@ func TestTokenCacheKeyRemoved(t *testing.T) {
 }
 
 // TestTokenCacheKeyDoesNotPinTheHeader: an entry keeps the token's
-// SHA-256 digest, not the token, and nothing of it points into the
-// request's Authorization header, which would keep the whole header alive
-// as long as the entry.
+// SHA-256 digest and, from its second hit, its own copy of the token;
+// nothing of it points into the request's Authorization header, which
+// would keep the whole header alive as long as the entry.
 func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 	f := newAuthzFixture(t)
 	h := f.handler(t, &Handler{})
 	tok := f.token(t, nil)
 	header := "Bearer " + strings.Repeat(" ", 30000) + tok
-	req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
-	req.Header.Set("Authorization", header)
-	expectReason(t, serve(t, h, req), http.StatusOK, "")
 	lo, hi := uintptr(unsafe.Pointer(unsafe.StringData(header))), uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header))
 	inHeader := func(p unsafe.Pointer) bool { return uintptr(p) >= lo && uintptr(p) < hi }
-	entries := 0
-	for i := range h.cache.nShards {
-		for j := range h.cache.shards[i].ring {
-			e := h.cache.shards[i].ring[j].e
-			entries++
-			if e.digest != sha256.Sum256([]byte(tok)) {
-				t.Fatalf("the entry's digest is not the token's SHA-256")
-			}
-			c := &e.claims
-			if inHeader(unsafe.Pointer(unsafe.SliceData(c.raw))) || inHeader(unsafe.Pointer(unsafe.StringData(c.subject))) {
-				t.Fatalf("the cached claims point into the request header")
+	entry := func() *cachedToken {
+		t.Helper()
+		var found []*cachedToken
+		for i := range h.cache.nShards {
+			for j := range h.cache.shards[i].ring {
+				found = append(found, h.cache.shards[i].ring[j].e)
 			}
 		}
+		if len(found) != 1 {
+			t.Fatalf("the cache holds %d entries, want the token's 1", len(found))
+		}
+		e := found[0]
+		if e.digest != sha256.Sum256([]byte(tok)) {
+			t.Fatalf("the entry's digest is not the token's SHA-256")
+		}
+		c := &e.claims
+		if inHeader(unsafe.Pointer(unsafe.SliceData(c.raw))) || inHeader(unsafe.Pointer(unsafe.StringData(c.subject))) {
+			t.Fatalf("the cached claims point into the request header")
+		}
+		return e
 	}
-	if entries != 1 {
-		t.Fatalf("the cache holds %d entries, want the token's 1", entries)
+	for i := range 4 {
+		hits := testutil.ToFloat64(h.obs.cacheHit)
+		req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
+		req.Header.Set("Authorization", header)
+		expectReason(t, serve(t, h, req), http.StatusOK, "")
+		if got, want := testutil.ToFloat64(h.obs.cacheHit)-hits, float64(min(i, 1)); got != want {
+			t.Fatalf("request %d: %v cache hits, want %v", i+1, got, want)
+		}
+		copied := entry().token.Load()
+		switch {
+		case i < 2 && copied != nil:
+			t.Fatalf("request %d stored the token", i+1)
+		case i >= 2 && (copied == nil || *copied != tok):
+			t.Fatalf("request %d: the second hit did not store the token", i+1)
+		case i >= 2 && inHeader(unsafe.Pointer(unsafe.StringData(*copied))):
+			t.Fatalf("the stored token points into the request header")
+		}
 	}
-	// The same token again is a hit: the digest finds the entry.
-	hits := testutil.ToFloat64(h.obs.cacheHit)
-	req = httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
-	req.Header.Set("Authorization", header)
-	expectReason(t, serve(t, h, req), http.StatusOK, "")
-	if got := testutil.ToFloat64(h.obs.cacheHit) - hits; got != 1 {
-		t.Fatalf("%v cache hits for the same token again, want 1", got)
+}
+
+// TestCachedTokenIdentity: an entry accepts its own token only, before
+// and after its second hit stored the copy, and a refused token stores
+// nothing.
+func TestCachedTokenIdentity(t *testing.T) {
+	now := time.Now()
+	toks := fakeTokens(2)
+	a, b := toks[0], toks[1]
+	// Same length, one byte apart, in the payload.
+	flip := []byte(a)
+	flip[len(a)/2] ^= 1
+	c := string(flip)
+	e := entryFor(a, now, now.Add(time.Hour))
+	for _, other := range []string{b, c, "", a[:len(a)-1]} {
+		if e.is(other) || e.token.Load() != nil {
+			t.Fatalf("a cold entry took another token (%d bytes)", len(other))
+		}
+	}
+	if !e.is(a) || e.token.Load() != nil {
+		t.Fatalf("the first hit did not take the entry's token, or stored it")
+	}
+	for _, other := range []string{b, c, "", a[:len(a)-1]} {
+		if e.is(other) || e.token.Load() != nil {
+			t.Fatalf("an entry hit once took another token (%d bytes)", len(other))
+		}
+	}
+	if !e.is(a) || e.token.Load() == nil || *e.token.Load() != a {
+		t.Fatalf("the second hit did not take the entry's token or store it")
+	}
+	for _, other := range []string{b, c, "", a[:len(a)-1]} {
+		if e.is(other) {
+			t.Fatalf("a hit entry took another token (%d bytes)", len(other))
+		}
+	}
+	if !e.is(a) {
+		t.Fatalf("the entry refused its token after the first hit")
 	}
 }
 
@@ -191,7 +240,7 @@ func TestTokenCacheBoundIsExact(t *testing.T) {
 		c := newTokenCache(size)
 		evictions := 0
 		for i, tok := range tokens {
-			if c.put(entryFor(tok, now, now.Add(time.Hour)), now) {
+			if c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now) {
 				evictions++
 			}
 			if c.get(tok, now) == nil {
@@ -209,7 +258,7 @@ func TestTokenCacheBoundIsExact(t *testing.T) {
 		}
 		// Storing a token again replaces its entry: no eviction, no growth.
 		last := tokens[len(tokens)-1]
-		if c.put(entryFor(last, now, now.Add(2*time.Hour)), now) || c.len() != size {
+		if c.put(last, entryFor(last, now, now.Add(2*time.Hour)), now) || c.len() != size {
 			t.Fatalf("size %d: storing a cached token again evicted or grew", size)
 		}
 		if e := c.get(last, now); e == nil || !e.claims.notAfter.Equal(now.Add(2*time.Hour)) {
@@ -226,12 +275,12 @@ func TestTokenCacheSecondChance(t *testing.T) {
 	hot, churn := tokens[0], tokens[1:]
 	now := time.Now()
 	c := newTokenCache(256)
-	c.put(entryFor(hot, now, now.Add(time.Hour)), now)
+	c.put(hot, entryFor(hot, now, now.Add(time.Hour)), now)
 	for i, tok := range churn {
 		if c.get(hot, now) == nil {
 			t.Fatalf("the token in use was evicted after %d other tokens", i)
 		}
-		c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+		c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
 	}
 	if c.get(hot, now) == nil {
 		t.Fatalf("the token in use was evicted")
@@ -291,8 +340,8 @@ func TestTokenCacheExpiredGoFirst(t *testing.T) {
 	c := newTokenCache(2 * tokenCacheShards) // two entries per shard
 	toks := sameShard(c, fakeTokens(2000), 3)
 	live, dying, fresh := toks[0], toks[1], toks[2]
-	c.put(entryFor(live, now, now.Add(time.Hour)), now)
-	c.put(entryFor(dying, now, now.Add(time.Minute)), now)
+	c.put(live, entryFor(live, now, now.Add(time.Hour)), now)
+	c.put(dying, entryFor(dying, now, now.Add(time.Minute)), now)
 	// Both used: both reference bits set.
 	if c.get(live, now) == nil || c.get(dying, now) == nil {
 		t.Fatalf("stored tokens not found")
@@ -301,7 +350,7 @@ func TestTokenCacheExpiredGoFirst(t *testing.T) {
 	if c.get(dying, later) != nil {
 		t.Fatalf("an expired entry was returned")
 	}
-	if !c.put(entryFor(fresh, later, later.Add(time.Hour)), later) {
+	if !c.put(fresh, entryFor(fresh, later, later.Add(time.Hour)), later) {
 		t.Fatalf("a store into a full shard reported no eviction")
 	}
 	// CLOCK alone would have cleared both bits and then taken live, the
@@ -355,7 +404,7 @@ func TestTokenCacheIndexModel(t *testing.T) {
 				c.get(tok, now) // sets reference bits
 				continue
 			}
-			c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+			c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
 		}
 		stored := map[tokenDigest]bool{}
 		for i := range c.nShards {
@@ -403,7 +452,7 @@ func TestTokenCacheConcurrent(t *testing.T) {
 					}
 					continue
 				}
-				c.put(entryFor(tok, now, now.Add(time.Hour)), now)
+				c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
 			}
 		})
 	}
@@ -629,7 +678,6 @@ func TestClaimsCompactShares(t *testing.T) {
 
 // shardOf returns the shard that holds tok's entry, if any.
 func (c *tokenCache) shardOf(tok string) *tokenShard {
-	d := tokenDigestOf(tok)
-	_, s := c.locate(&d)
+	_, s := c.locate(tok)
 	return s
 }
