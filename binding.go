@@ -109,8 +109,12 @@ type cnfBinding struct {
 }
 
 // parseCnf reads a verified payload's cnf claim; it returns nil when the
-// token has no cnf.jkt nor cnf.x5t#S256. Other confirmation members
-// (RFC 7800 jwk, jwe, jku) are not enforced.
+// token has no cnf or an empty one. A cnf whose members hold neither
+// jkt nor x5t#S256 binds the token by a method this module does not
+// check (RFC 7800 jwk, jwe, jku, kid, RFC 9203 osc, or one it does not
+// know): the token is refused rather than taken as a bearer token, which
+// would undo the binding. Beside jkt or x5t#S256, other members are
+// ignored.
 func parseCnf(top map[string]json.RawMessage) (*cnfBinding, *authError) {
 	raw, ok := top["cnf"]
 	if !ok {
@@ -136,6 +140,9 @@ func parseCnf(top map[string]json.RawMessage) (*cnfBinding, *authError) {
 		b.hasX5T, b.x5tStr = true, s
 	}
 	if !b.hasJKT && !b.hasX5T {
+		if len(members) > 0 {
+			return nil, errUncheckedCnf
+		}
 		return nil, nil
 	}
 	return &b, nil
@@ -152,6 +159,7 @@ func decodeDigest(s string, out *[32]byte) bool {
 
 // Preallocated binding errors.
 var (
+	errUncheckedCnf     = &authError{step: stepBinding, reason: reasonKeyBindingMismatch, detail: "token is bound (cnf) by a confirmation method this server does not check: only jkt and x5t#S256 are"}
 	errBoundAsBearer    = &authError{step: stepBinding, reason: reasonKeyBindingMismatch, detail: "DPoP-bound token (cnf.jkt) presented without DPoP"}
 	errDPoPRequired     = &authError{step: stepBinding, reason: reasonKeyBindingMismatch, detail: "dpop mode required: only DPoP-bound tokens are accepted"}
 	errNotDPoPBound     = &authError{step: stepBinding, reason: reasonKeyBindingMismatch, detail: "token presented with DPoP has no cnf.jkt"}

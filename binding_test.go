@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"math/big"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,8 +187,48 @@ func TestMalformedCnf(t *testing.T) {
 		c["cnf"] = cnf
 		expectReason(t, serve(t, h, bearer(f.signer.sign(t, c, nil))), http.StatusUnauthorized, "bad_claim")
 	}
-	// Confirmation methods this module does not enforce pass.
+}
+
+// TestUncheckedCnfRefused: a token bound only by a confirmation method
+// the module does not check (RFC 7800 jwk, jwe, jku, kid, RFC 9203 osc,
+// an unknown member) is refused, Bearer or DPoP, each token sent twice
+// (the second time from the cache); an empty cnf binds nothing, and
+// beside jkt or x5t#S256 another member changes nothing.
+func TestUncheckedCnfRefused(t *testing.T) {
+	f := newDPoPFixture(t)
+	h := f.handler(t, &Handler{DPoP: &DPoP{}}, nil)
+	jwk := map[string]any{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tOfOiDVIRhoWlI_qSJ_xHtSJsngA"}
+	for name, cnf := range map[string]map[string]any{
+		"jwk": {"jwk": jwk}, "jwe": {"jwe": "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"}, "jku": {"jku": "https://keys.example/jwks", "kid": "k1"},
+		"kid": {"kid": "some-key"}, "osc": {"osc": map[string]any{"ms": "abc"}}, "unknown": {"x5t": "c29tZS1zaGExLXRodW1icHJpbnQ"},
+	} {
+		c := claimsFor(f.idp.url(), dpopAud)
+		c["cnf"] = cnf
+		tok := f.signer.sign(t, c, nil)
+		for i := range 2 {
+			res := serve(t, h, bearer(tok))
+			expectReason(t, res, http.StatusUnauthorized, "key_binding_mismatch")
+			if ch := res.header.Get("WWW-Authenticate"); !strings.Contains(ch, `error="invalid_token"`) {
+				t.Fatalf("cnf %s, request %d: challenge %q", name, i+1, ch)
+			}
+		}
+		proof := signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
+		expectReason(t, serve(t, h, dpopRequest(tok, proof)), http.StatusUnauthorized, "key_binding_mismatch")
+	}
 	c := claimsFor(f.idp.url(), dpopAud)
-	c["cnf"] = map[string]any{"kid": "some-key"}
-	expectReason(t, serve(t, h, bearer(f.signer.sign(t, c, nil))), http.StatusOK, "")
+	c["cnf"] = map[string]any{}
+	tok := f.signer.sign(t, c, nil)
+	for range 2 {
+		expectReason(t, serve(t, h, bearer(tok)), http.StatusOK, "")
+	}
+	c = claimsFor(f.idp.url(), dpopAud)
+	c["cnf"] = map[string]any{"jkt": f.jkt, "kid": "some-key"}
+	tok = f.signer.sign(t, c, nil)
+	for range 2 {
+		proof := signProof(t, f.client, jose.ES256, nil, proofClaims(h.verifier.now(), tok), nil)
+		if res := serve(t, h, dpopRequest(tok, proof)); res.status != http.StatusOK {
+			t.Fatalf("cnf with jkt and kid, valid proof: status %d (%v)", res.status, res.err)
+		}
+		expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "key_binding_mismatch")
+	}
 }

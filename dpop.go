@@ -11,7 +11,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -390,14 +389,16 @@ func (d *dpopPolicy) checkProof(r *http.Request, token string, now time.Time, le
 	}
 
 	var claims struct {
-		JTI   *string          `json:"jti"`
-		HTM   *string          `json:"htm"`
-		HTU   *string          `json:"htu"`
-		IAT   json.RawMessage  `json:"iat"`
-		ATH   *string          `json:"ath"`
-		Nonce *json.RawMessage `json:"nonce"`
+		JTI   *string              `json:"jti"`
+		HTM   *string              `json:"htm"`
+		HTU   *string              `json:"htu"`
+		IAT   josejson.RawMessage  `json:"iat"`
+		ATH   *string              `json:"ath"`
+		Nonce *josejson.RawMessage `json:"nonce"`
 	}
-	if err := json.Unmarshal(payload, &claims); err != nil || claims.JTI == nil || claims.HTM == nil ||
+	// go-jose's decoder, as for tokens: member names match exactly (no
+	// "HTM" for htm) and a duplicate member refuses the proof.
+	if err := josejson.Unmarshal(payload, &claims); err != nil || claims.JTI == nil || claims.HTM == nil ||
 		claims.HTU == nil || claims.ATH == nil || len(claims.IAT) == 0 {
 		return nil, errProofClaims
 	}
@@ -411,7 +412,7 @@ func (d *dpopPolicy) checkProof(r *http.Request, token string, now time.Time, le
 	if !ok || got != d.requestHTU(r) {
 		return nil, errProofHTU
 	}
-	iat, ok := numericDate(josejson.RawMessage(claims.IAT))
+	iat, ok := numericDate(claims.IAT)
 	if !ok {
 		return nil, errProofClaims
 	}
@@ -433,7 +434,7 @@ func (d *dpopPolicy) checkProof(r *http.Request, token string, now time.Time, le
 			return nil, errNonceMissing
 		}
 		var nonce string
-		if json.Unmarshal(*claims.Nonce, &nonce) != nil {
+		if josejson.Unmarshal(*claims.Nonce, &nonce) != nil {
 			return nil, errNonceStale
 		}
 		ok, stale := d.nonce.check(nonce, now)

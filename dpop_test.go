@@ -204,9 +204,14 @@ func TestDPoPOtherAlgorithms(t *testing.T) {
 
 // rawProof assembles a compact JWS by hand; sign gets the signing input.
 func rawProof(hdr, claims map[string]any, sign func([]byte) []byte) string {
-	h, _ := json.Marshal(hdr)
 	c, _ := json.Marshal(claims)
-	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
+	return rawProofPayload(hdr, c, sign)
+}
+
+// rawProofPayload is rawProof with the payload's bytes as they are.
+func rawProofPayload(hdr map[string]any, payload []byte, sign func([]byte) []byte) string {
+	h, _ := json.Marshal(hdr)
+	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(payload)
 	return in + "." + base64.RawURLEncoding.EncodeToString(sign([]byte(in)))
 }
 
@@ -276,6 +281,14 @@ func TestDPoPProofMutations(t *testing.T) {
 		{"empty jti", func() string { return valid(func(c map[string]any) { c["jti"] = "" }) }, "dpop_proof_invalid", "invalid_dpop_proof"},
 		{"10 kB jti", func() string { return valid(func(c map[string]any) { c["jti"] = strings.Repeat("j", 10000) }) }, "dpop_proof_invalid", "invalid_dpop_proof"},
 		{"no htm", func() string { return valid(func(c map[string]any) { delete(c, "htm") }) }, "dpop_proof_invalid", "invalid_dpop_proof"},
+		{"htm spelled HTM", func() string {
+			return valid(func(c map[string]any) { c["HTM"] = c["htm"]; delete(c, "htm") })
+		}, "dpop_proof_invalid", "invalid_dpop_proof"},
+		{"htm twice, the last one right", func() string {
+			c, _ := json.Marshal(proofClaims(now(), tok))
+			dup := append([]byte(`{"htm":"POST",`), c[1:]...)
+			return rawProofPayload(map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": json.RawMessage(pubJWK)}, dup, func(in []byte) []byte { return esSign(f.client, in) })
+		}, "dpop_proof_invalid", "invalid_dpop_proof"},
 		{"no htu", func() string { return valid(func(c map[string]any) { delete(c, "htu") }) }, "dpop_proof_invalid", "invalid_dpop_proof"},
 		{"no ath", func() string { return valid(func(c map[string]any) { delete(c, "ath") }) }, "dpop_proof_invalid", "invalid_dpop_proof"},
 		{"ath of another token", func() string {
