@@ -20,6 +20,7 @@ type metricSet struct {
 	requests      *prometheus.CounterVec
 	cacheRequests *prometheus.CounterVec
 	cacheEvicted  prometheus.Counter
+	cacheRefused  prometheus.Counter
 	keys          keyCollector
 
 	introCalls       *prometheus.CounterVec // provider, result
@@ -54,6 +55,10 @@ func getMetrics() *metricSet {
 				Namespace: metricsNS, Subsystem: metricsSub, Name: "token_cache_evictions_total",
 				Help: "Verified-token cache entries evicted to stay within cache_size.",
 			}),
+			cacheRefused: prometheus.NewCounter(prometheus.CounterOpts{
+				Namespace: metricsNS, Subsystem: metricsSub, Name: "token_cache_admissions_refused_total",
+				Help: "Verified tokens a full verified-token cache did not store, because every entry it could replace was used more often.",
+			}),
 			keys: newKeyCollector(),
 			introCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Namespace: metricsNS, Subsystem: metricsSub, Name: "introspection_calls_total",
@@ -78,7 +83,7 @@ func (m *metricSet) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.cacheEvicted, m.keys, m.introCalls, m.introCache, m.introRateLimited} {
+	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.cacheEvicted, m.cacheRefused, m.keys, m.introCalls, m.introCache, m.introRateLimited} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -320,7 +320,9 @@ func (h *Handler) serveMiss(w http.ResponseWriter, r *http.Request, token string
 	if h.cache != nil {
 		e := newCachedToken(token, p, gen, claims)
 		claims = &e.claims
-		if h.cache.put(token, e, now) {
+		if stored, evicted := h.cache.put(token, e, now); !stored {
+			h.obs.metrics.cacheRefused.Inc()
+		} else if evicted {
 			h.obs.metrics.cacheEvicted.Inc()
 		}
 	}

@@ -41,11 +41,24 @@ const tokenCacheShards = 64
 //
 // Each shard holds at most its share of the bound (the shares add up to
 // cache_size exactly) in a CLOCK ring: a hit sets the entry's reference
-// bit (atomically, under the read lock); a store into a full shard moves
-// the hand past referenced entries, clearing their bits (their second
-// chance), and replaces the first entry that is unreferenced or expired.
-// Each step of the hand clears a bit that only a hit sets again, so an
-// eviction costs O(1) amortised and never scans the map.
+// bit and counts the hit (atomically, under the read lock, and only
+// until the count saturates, so a hot entry's cache line is not written
+// on every hit); the hand of a full ring moves past referenced entries,
+// clearing their bits (their second chance), and settles on the first
+// entry that is unreferenced or expired. Each step of the hand clears a
+// bit that only a hit sets again, so this costs O(1) amortised and never
+// scans the map.
+//
+// A full shard admits a new token only when it is used more often than
+// the entry the hand settled on (TinyLFU, as in Caffeine and Ristretto):
+// each shard counts the tokens it is offered in a count-min sketch, and
+// an entry's frequency is its sketch count plus its hits; every
+// agingFactor x limit offers, the counts are halved, so old popularity
+// fades. An expired victim is always replaced. Without this, more
+// distinct tokens in rotation than the cache holds would replace every
+// entry before its next use (no hits at all); with it, the cache keeps a
+// stable part of them and hits on those. A new token in a full cache is
+// admitted after a few uses, once it outweighs an unused entry.
 type tokenCache struct {
 	seed    maphash.Seed
 	nShards uint64 // tokenCacheShards, or fewer for a cache smaller than that
@@ -66,15 +79,33 @@ type tokenShard struct {
 	ring  []cacheSlot // grows up to limit, then is reused in place
 	hand  int         // the next eviction candidate in a full ring
 	limit int         // this shard's share of cache_size
-	_     [48]byte    // keep shards on separate cache lines (128 bytes each)
+	// sketch holds sketchRows rows of counters of the tokens offered
+	// (put), each row a power of two long; offers counts them since the
+	// last halving. Written under the write lock only.
+	sketch []uint8
+	offers int
+	_      [8]byte // keep shards on separate cache lines (128 bytes each)
 }
+
+// The frequency sketch: sketchRows counters per token, each at most
+// sketchMax; a row has sketchWidth counters per entry of the shard's
+// limit (rounded up to a power of two), so that collisions rarely
+// inflate a count; the counts are halved every agingFactor x limit
+// offers.
+const (
+	sketchRows  = 4
+	sketchMax   = 15
+	sketchWidth = 8
+	agingFactor = 20
+)
 
 // cacheSlot is one ring position: the hash the index knows it by, its
 // entry, and the reference bit.
 type cacheSlot struct {
 	hash uint64
 	e    *cachedToken
-	ref  atomic.Bool // set by a hit, cleared by the passing hand
+	hits atomic.Uint32 // hits since stored, up to sketchMax, halved with the sketch
+	ref  atomic.Bool   // set by a hit, cleared by the passing hand
 }
 
 // cachedToken is one verified token: what a hit needs and nothing more.
@@ -104,6 +135,11 @@ func newTokenCache(size int) *tokenCache {
 		if i < size%n {
 			s.limit++
 		}
+		w := 16
+		for w < sketchWidth*s.limit {
+			w *= 2
+		}
+		s.sketch = make([]uint8, sketchRows*w)
 	}
 	return c
 }
@@ -138,9 +174,13 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 		if sl := &s.ring[i]; sl.e.is(token) {
 			e = sl.e
 			// Read first: a hot entry's cache line is not written on
-			// every hit.
+			// every hit. Concurrent hits may count once: the count is
+			// an estimate.
 			if !sl.ref.Load() {
 				sl.ref.Store(true)
+			}
+			if n := sl.hits.Load(); n < sketchMax {
+				sl.hits.Store(n + 1)
 			}
 		}
 	}
@@ -174,13 +214,16 @@ func (e *cachedToken) is(token string) bool {
 	return true
 }
 
-// put stores the entry of a verified token under the token's hash. A
-// full shard replaces the entry its CLOCK hand settles on. It reports
-// whether an entry was dropped for this one.
-func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted bool) {
+// put offers the entry of a verified token, under the token's hash. A
+// shard that is not full stores it; a full one replaces the entry its
+// CLOCK hand settles on if that one has expired or is used less often
+// than this token, and otherwise keeps it. It reports whether the entry
+// was stored, and whether an entry was dropped for it.
+func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, evicted bool) {
 	h, s := c.locate(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	freq := s.offer(h)
 	pos, i := s.find(h)
 	if i >= 0 {
 		// The same token verified again (a generation change, or two
@@ -189,7 +232,7 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted b
 		sl := &s.ring[i]
 		evicted = sl.e.digest != e.digest
 		sl.e = e
-		return evicted
+		return true, evicted
 	}
 	if len(s.ring) < s.limit {
 		if 2*(len(s.ring)+1) > len(s.index) {
@@ -201,18 +244,79 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (evicted b
 		}
 		s.ring = append(s.ring, cacheSlot{hash: h, e: e})
 		s.index[pos] = int32(len(s.ring))
-		return false
+		return true, false
 	}
 	i = s.victim(now)
 	sl := &s.ring[i]
+	if now.Before(sl.e.claims.notAfter) && !admits(freq, s.frequency(sl)) {
+		return false, false
+	}
 	old, _ := s.find(sl.hash)
 	s.unindex(old)
 	sl.hash, sl.e = h, e
 	sl.ref.Store(false)
+	sl.hits.Store(0)
 	// The removal may have moved cells: probe again.
 	pos, _ = s.find(h)
 	s.index[pos] = int32(i + 1)
-	return true
+	return true, true
+}
+
+// admits reports whether a token offered freq times outweighs a victim
+// of frequency victim: strictly more often (ties keep the entry, so that
+// tokens in rotation do not replace one another), or saturated, so that
+// a token in heavy use gets in without waiting for the counts to age.
+func admits(freq, victim int) bool {
+	return freq > victim || freq == sketchMax
+}
+
+// frequency returns a stored entry's weight against a new token: its
+// sketch count plus its hits, at most sketchMax.
+func (s *tokenShard) frequency(sl *cacheSlot) int {
+	return min(s.count(sl.hash, false)+int(sl.hits.Load()), sketchMax)
+}
+
+// offer counts one offer of hash h and returns its count. It halves
+// every count, and the entries' hits, every agingFactor x limit offers.
+func (s *tokenShard) offer(h uint64) int {
+	n := s.count(h, true)
+	if s.offers++; s.offers >= agingFactor*s.limit {
+		s.offers = 0
+		for i := range s.sketch {
+			s.sketch[i] >>= 1
+		}
+		for i := range s.ring {
+			sl := &s.ring[i]
+			sl.hits.Store(sl.hits.Load() >> 1)
+		}
+	}
+	return n
+}
+
+// count returns the count of hash h, the least of its sketchRows
+// counters, and with add first increments those counters that hold that
+// least value (a conservative update: counters another token inflated
+// are left alone).
+func (s *tokenShard) count(h uint64, add bool) int {
+	w := len(s.sketch) / sketchRows
+	var cells [sketchRows]int
+	least := uint8(sketchMax)
+	for r := range sketchRows {
+		// A different mix of the seeded hash for each row.
+		x := (h ^ uint64(r+1)*0x9e3779b97f4a7c15) * 0xff51afd7ed558ccd
+		x ^= x >> 33
+		cells[r] = r*w + int(x&uint64(w-1))
+		least = min(least, s.sketch[cells[r]])
+	}
+	if !add || least == sketchMax {
+		return int(least)
+	}
+	for _, i := range cells {
+		if s.sketch[i] == least {
+			s.sketch[i]++
+		}
+	}
+	return int(least) + 1
 }
 
 // find probes the index for hash h. It returns the cell that holds h and
@@ -270,6 +374,7 @@ func (s *tokenShard) grow() {
 		o := &s.ring[i]
 		ring[i] = cacheSlot{hash: o.hash, e: o.e}
 		ring[i].ref.Store(o.ref.Load())
+		ring[i].hits.Store(o.hits.Load())
 	}
 	s.ring = ring
 }
