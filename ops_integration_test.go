@@ -219,9 +219,11 @@ func scrape(t *testing.T, metric string) float64 {
 
 func TestIntegrationMetrics(t *testing.T) {
 	f := newAuthzFixture(t)
+	// One entry: a second token cannot displace the first one, in use.
 	cfg := integrationGlobals + `http://localhost:9080 {
 	oauth2_jwt {
-` + providerBlock("metricsidp", f.idp, "") + `	}
+` + providerBlock("metricsidp", f.idp, "") + `		cache_size 1
+	}
 	respond "ok"
 }
 `
@@ -232,6 +234,11 @@ func TestIntegrationMetrics(t *testing.T) {
 	expiredBefore := scrape(t, `caddy_oauth2_jwt_requests_total{outcome="expired",provider="metricsidp"}`)
 	missingBefore := max(scrape(t, `caddy_oauth2_jwt_requests_total{outcome="missing_token",provider=""}`), 0)
 	hitsBefore := max(scrape(t, `caddy_oauth2_jwt_token_cache_requests_total{result="hit"}`), 0)
+	refusedBefore := scrape(t, `caddy_oauth2_jwt_token_cache_admissions_refused_total`)
+	evictedBefore := scrape(t, `caddy_oauth2_jwt_token_cache_evictions_total`)
+	if refusedBefore < 0 || evictedBefore < 0 {
+		t.Fatalf("token cache counters not exported: refused %v, evicted %v", refusedBefore, evictedBefore)
+	}
 
 	expired := f.token(t, map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})
 	for range 3 {
@@ -240,15 +247,21 @@ func TestIntegrationMetrics(t *testing.T) {
 	call(t, tc, "/", expired)
 	call(t, tc, "/", expired)
 	call(t, tc, "/", "")
+	// Another valid token, used once: accepted, not stored.
+	if res := call(t, tc, "/", f.token(t, map[string]any{"jti": "other"})); res.status != 200 {
+		t.Fatalf("another valid token: status %d", res.status)
+	}
 
 	checks := []struct {
 		metric string
 		want   float64
 	}{
-		{`caddy_oauth2_jwt_requests_total{outcome="ok",provider="metricsidp"}`, okBefore + 3},
+		{`caddy_oauth2_jwt_requests_total{outcome="ok",provider="metricsidp"}`, okBefore + 4},
 		{`caddy_oauth2_jwt_requests_total{outcome="expired",provider="metricsidp"}`, max(expiredBefore, 0) + 2},
 		{`caddy_oauth2_jwt_requests_total{outcome="missing_token",provider=""}`, missingBefore + 1},
 		{`caddy_oauth2_jwt_token_cache_requests_total{result="hit"}`, hitsBefore + 3},
+		{`caddy_oauth2_jwt_token_cache_admissions_refused_total`, refusedBefore + 1},
+		{`caddy_oauth2_jwt_token_cache_evictions_total`, evictedBefore},
 		{`caddy_oauth2_jwt_keys_loaded{provider="metricsidp"}`, 1},
 		// Every fetch the IdP saw, the first one included, is counted.
 		{`caddy_oauth2_jwt_key_fetches_total{provider="metricsidp",result="success"}`, float64(f.idp.jwksHits.Load())},

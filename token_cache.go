@@ -26,12 +26,14 @@ const tokenCacheShards = 64
 // under a seed drawn per cache, so nobody can aim tokens at one shard or
 // one index cell) and used only when the request's token is the entry's:
 // an entry keeps the token's SHA-256 digest (32 bytes where the token is
-// about a kilobyte: most entries of a cache under churn are hit once or
-// never), and its second hit, which hashes the token to compare digests,
-// stores a copy of it, so that later hits compare bytes instead of
-// hashing again. Two tokens share an entry only if they
-// collide under SHA-256, which nobody knows how to bring about. It is
-// used only while:
+// about a kilobyte), which a hit compares by hashing the request's token
+// (about 0.9 us a kilobyte); an entry hit promoteHits times (its hit
+// count, halved with the sketch, measures recent use) stores a copy of
+// the token, which later hits compare byte for byte. So the tokens in
+// steady use cost a comparison per request, and the many entries of a
+// cache under churn, hit now and then, cost 32 bytes instead of a token.
+// Two tokens share an entry only if they collide under SHA-256, which
+// nobody knows how to bring about. It is used only while:
 //   - the token is within its exp (plus leeway) and nbf/iat (minus leeway),
 //     checked on every hit;
 //   - the provider's key set is the one that verified it (generation
@@ -112,10 +114,9 @@ type cacheSlot struct {
 // The claims are held by value, so that an entry is one allocation.
 type cachedToken struct {
 	digest tokenDigest // of the token
-	// token is a copy of the token, stored by the entry's second hit
-	// (nil until then); a hit compares it instead of hashing the token.
+	// token is a copy of the token, stored once the entry is in steady
+	// use (nil until then); a hit compares it instead of hashing.
 	token  atomic.Pointer[string]
-	hit    atomic.Bool // the entry has been hit
 	p      *provider
 	gen    uint64 // key set generation that verified it
 	claims Claims
@@ -171,7 +172,7 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	var e *cachedToken
 	s.mu.RLock()
 	if _, i := s.find(h); i >= 0 {
-		if sl := &s.ring[i]; sl.e.is(token) {
+		if sl := &s.ring[i]; sl.e.is(token, sl.hits.Load() >= promoteHits) {
 			e = sl.e
 			// Read first: a hot entry's cache line is not written on
 			// every hit. Concurrent hits may count once: the count is
@@ -191,26 +192,25 @@ func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	return e
 }
 
+// promoteHits is the hit count from which a hit stores the token's copy.
+const promoteHits = 8
+
 // is reports whether token is the entry's: equal to its copy, or, until
-// one is stored, of its digest. The second hit that hashes the token
-// stores the copy (concurrent hits store one of theirs, all equal): an
-// entry hit once in its lifetime, as most are under churn, never pays for
-// one.
-func (e *cachedToken) is(token string) bool {
+// one is stored, of its digest. With keep, a match stores the copy
+// (concurrent hits store one of theirs, all equal).
+func (e *cachedToken) is(token string, keep bool) bool {
 	if t := e.token.Load(); t != nil {
 		return *t == token
 	}
 	if tokenDigestOf(token) != e.digest {
 		return false
 	}
-	if !e.hit.Load() {
-		e.hit.Store(true)
-		return true
+	if keep {
+		// The request's token is a substring of a header, a cookie or
+		// the query, which the cache must not keep alive.
+		t := strings.Clone(token)
+		e.token.CompareAndSwap(nil, &t)
 	}
-	// The request's token is a substring of a header, a cookie or the
-	// query, which the cache must not keep alive.
-	t := strings.Clone(token)
-	e.token.CompareAndSwap(nil, &t)
 	return true
 }
 

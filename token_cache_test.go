@@ -125,7 +125,8 @@ func TestTokenCacheKeyRemoved(t *testing.T) {
 }
 
 // TestTokenCacheKeyDoesNotPinTheHeader: an entry keeps the token's
-// SHA-256 digest and, from its second hit, its own copy of the token;
+// SHA-256 digest and, once hit promoteHits times, its own copy of the
+// token;
 // nothing of it points into the request's Authorization header, which
 // would keep the whole header alive as long as the entry.
 func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
@@ -156,7 +157,7 @@ func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 		}
 		return e
 	}
-	for i := range 4 {
+	for i := range promoteHits + 3 {
 		hits := testutil.ToFloat64(h.obs.cacheHit)
 		req := httptest.NewRequest(http.MethodGet, "http://example.test/api", nil)
 		req.Header.Set("Authorization", header)
@@ -166,19 +167,18 @@ func TestTokenCacheKeyDoesNotPinTheHeader(t *testing.T) {
 		}
 		copied := entry().token.Load()
 		switch {
-		case i < 2 && copied != nil:
+		case i <= promoteHits && copied != nil:
 			t.Fatalf("request %d stored the token", i+1)
-		case i >= 2 && (copied == nil || *copied != tok):
-			t.Fatalf("request %d: the second hit did not store the token", i+1)
-		case i >= 2 && inHeader(unsafe.Pointer(unsafe.StringData(*copied))):
+		case i > promoteHits && (copied == nil || *copied != tok):
+			t.Fatalf("request %d: hit %d did not store the token", i+1, i)
+		case i > promoteHits && inHeader(unsafe.Pointer(unsafe.StringData(*copied))):
 			t.Fatalf("the stored token points into the request header")
 		}
 	}
 }
 
 // TestCachedTokenIdentity: an entry accepts its own token only, before
-// and after its second hit stored the copy, and a refused token stores
-// nothing.
+// and after a hit stored the copy, and a refused token stores nothing.
 func TestCachedTokenIdentity(t *testing.T) {
 	now := time.Now()
 	toks := fakeTokens(2)
@@ -187,30 +187,30 @@ func TestCachedTokenIdentity(t *testing.T) {
 	flip := []byte(a)
 	flip[len(a)/2] ^= 1
 	c := string(flip)
+	others := []string{b, c, "", a[:len(a)-1]}
 	e := entryFor(a, now, now.Add(time.Hour))
-	for _, other := range []string{b, c, "", a[:len(a)-1]} {
-		if e.is(other) || e.token.Load() != nil {
-			t.Fatalf("a cold entry took another token (%d bytes)", len(other))
+	for _, keep := range []bool{false, true} {
+		for _, other := range others {
+			if e.is(other, keep) || e.token.Load() != nil {
+				t.Fatalf("a cold entry took another token (%d bytes)", len(other))
+			}
 		}
 	}
-	if !e.is(a) || e.token.Load() != nil {
-		t.Fatalf("the first hit did not take the entry's token, or stored it")
+	if !e.is(a, false) || e.token.Load() != nil {
+		t.Fatalf("a hit without keep did not take the entry's token, or stored it")
 	}
-	for _, other := range []string{b, c, "", a[:len(a)-1]} {
-		if e.is(other) || e.token.Load() != nil {
-			t.Fatalf("an entry hit once took another token (%d bytes)", len(other))
+	if !e.is(a, true) || e.token.Load() == nil || *e.token.Load() != a {
+		t.Fatalf("a hit with keep did not take the entry's token or store it")
+	}
+	for _, keep := range []bool{false, true} {
+		for _, other := range others {
+			if e.is(other, keep) {
+				t.Fatalf("an entry with a copy took another token (%d bytes)", len(other))
+			}
 		}
 	}
-	if !e.is(a) || e.token.Load() == nil || *e.token.Load() != a {
-		t.Fatalf("the second hit did not take the entry's token or store it")
-	}
-	for _, other := range []string{b, c, "", a[:len(a)-1]} {
-		if e.is(other) {
-			t.Fatalf("a hit entry took another token (%d bytes)", len(other))
-		}
-	}
-	if !e.is(a) {
-		t.Fatalf("the entry refused its token after the first hit")
+	if !e.is(a, false) {
+		t.Fatalf("the entry refused its token after storing the copy")
 	}
 }
 
