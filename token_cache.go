@@ -167,26 +167,31 @@ func (c *tokenCache) locate(token string) (uint64, *tokenShard) {
 }
 
 // get returns the cached entry for token when it may still be used at now.
+// The entry is taken under the read lock and checked after it: hashing a
+// token to compare digests takes about a microsecond, which stores into
+// the shard need not wait for. An entry's fields are immutable (its copy
+// of the token is atomic), so it can be read after an eviction.
 func (c *tokenCache) get(token string, now time.Time) *cachedToken {
 	h, s := c.locate(token)
 	var e *cachedToken
+	var keep bool
 	s.mu.RLock()
 	if _, i := s.find(h); i >= 0 {
-		if sl := &s.ring[i]; sl.e.is(token, sl.hits.Load() >= promoteHits) {
-			e = sl.e
-			// Read first: a hot entry's cache line is not written on
-			// every hit. Concurrent hits may count once: the count is
-			// an estimate.
-			if !sl.ref.Load() {
-				sl.ref.Store(true)
-			}
-			if n := sl.hits.Load(); n < sketchMax {
-				sl.hits.Store(n + 1)
-			}
+		sl := &s.ring[i]
+		e, keep = sl.e, sl.hits.Load() >= promoteHits
+		// Read first: a hot entry's cache line is not written on every
+		// hit. Concurrent hits may count once: the count is an
+		// estimate. (Another token of the same 64-bit hash would count
+		// here too, with odds of 2^-64: harmless.)
+		if !sl.ref.Load() {
+			sl.ref.Store(true)
+		}
+		if n := sl.hits.Load(); n < sketchMax {
+			sl.hits.Store(n + 1)
 		}
 	}
 	s.mu.RUnlock()
-	if e == nil || !now.Before(e.claims.notAfter) || now.Before(e.claims.notBefore) {
+	if e == nil || !e.is(token, keep) || !now.Before(e.claims.notAfter) || now.Before(e.claims.notBefore) {
 		return nil
 	}
 	return e
