@@ -56,7 +56,8 @@ const tokenCacheShards = 64
 // each shard counts the tokens it is offered in a count-min sketch, and
 // an entry's frequency is its sketch count plus its hits; every
 // agingFactor x limit offers, the counts are halved, so old popularity
-// fades. An expired victim is always replaced. Without this, more
+// fades. An expired victim is always replaced, and so is one whose key
+// set has changed. Without this, more
 // distinct tokens in rotation than the cache holds would replace every
 // entry before its next use (no hits at all); with it, the cache keeps a
 // stable part of them and hits on those. A new token in a full cache is
@@ -222,7 +223,8 @@ func (e *cachedToken) is(token string, keep bool) bool {
 // put offers the entry of a verified token, under the token's hash. A
 // shard that is not full stores it; a full one replaces the entry its
 // CLOCK hand settles on if that one has expired or is used less often
-// than this token, and otherwise keeps it. It reports whether the entry
+// than this token (or cannot be used: its key set changed), and
+// otherwise keeps it. It reports whether the entry
 // was stored, and whether an entry was dropped for it.
 func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, evicted bool) {
 	h, s := c.locate(token)
@@ -253,7 +255,7 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, e
 	}
 	i = s.victim(now)
 	sl := &s.ring[i]
-	if now.Before(sl.e.claims.notAfter) && !admits(freq, s.frequency(sl)) {
+	if sl.e.usable(now) && !admits(freq, s.frequency(sl)) {
 		return false, false
 	}
 	old, _ := s.find(sl.hash)
@@ -265,6 +267,23 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, e
 	pos, _ = s.find(h)
 	s.index[pos] = int32(i + 1)
 	return true, true
+}
+
+// usable reports whether a hit on the entry could be accepted at now
+// without verifying the token again: it has not expired, and its
+// provider's keys are usable and still the set that verified it. An
+// entry that is not usable makes room for any token: a token whose key
+// set changed is verified again on its next use anyway (and stored
+// again, in its own slot if it still has it).
+func (e *cachedToken) usable(now time.Time) bool {
+	if !now.Before(e.claims.notAfter) {
+		return false
+	}
+	if e.p == nil || e.p.keys == nil {
+		return true
+	}
+	ks, aerr := e.p.keys.keysAt(now)
+	return aerr == nil && ks.gen == e.gen
 }
 
 // admits reports whether a token offered freq times outweighs a victim

@@ -515,6 +515,49 @@ func TestTokenCacheGenerationChange(t *testing.T) {
 	expectReason(t, serve(t, h, bearer(tok)), http.StatusUnauthorized, "unknown_key")
 }
 
+// TestTokenCacheStaleEntryMakesRoom: after a key set change, an entry of
+// the old set cannot be used without verifying its token again, so a full
+// cache replaces it with any new token, however much it was used before.
+func TestTokenCacheStaleEntryMakesRoom(t *testing.T) {
+	k1 := newTestKey(t, "k1", jose.ES256, 0)
+	k2 := newTestKey(t, "k2", jose.ES256, 0)
+	idp := newTestIdP(t, k1)
+	one := 1
+	h := provisionHandler(t, &Handler{CacheSize: &one, Providers: map[string]*Provider{
+		"idp": {Issuer: idp.url(), Audiences: []string{"api"}, JWKSURI: idp.url() + "/jwks"},
+	}})
+	waitForKeys(t, h)
+	c := cacheOf(t, h, idp.url())
+	sign := func(jti string) string {
+		cl := claimsFor(idp.url(), "api")
+		cl["jti"] = jti
+		return k1.sign(t, cl, nil)
+	}
+	hot, other, fresh := sign("hot"), sign("other"), sign("fresh")
+	for range 10 {
+		expectReason(t, serve(t, h, bearer(hot)), http.StatusOK, "")
+	}
+	// While the hot token's entry is usable, a token used once stays out.
+	refused := testutil.ToFloat64(h.obs.metrics.cacheRefused)
+	expectReason(t, serve(t, h, bearer(other)), http.StatusOK, "")
+	if got := testutil.ToFloat64(h.obs.metrics.cacheRefused) - refused; got != 1 {
+		t.Fatalf("a token used once against an entry in use: %v refusals, want 1", got)
+	}
+
+	idp.setKeys(k1, k2)
+	refreshNow(c)
+	evicted := testutil.ToFloat64(h.obs.metrics.cacheEvicted)
+	expectReason(t, serve(t, h, bearer(fresh)), http.StatusOK, "")
+	if got := testutil.ToFloat64(h.obs.metrics.cacheEvicted) - evicted; got != 1 {
+		t.Fatalf("a new token after a key set change: %v evictions, want 1 (the stale entry)", got)
+	}
+	hits := testutil.ToFloat64(h.obs.cacheHit)
+	expectReason(t, serve(t, h, bearer(fresh)), http.StatusOK, "")
+	if testutil.ToFloat64(h.obs.cacheHit) != hits+1 {
+		t.Fatalf("the new token was not cached in place of the stale entry")
+	}
+}
+
 // TestTokenCacheNeverPastExpiry moves the handler's clock over a cached
 // token's last valid instant: accepted up to exp + leeway (exclusive),
 // refused from then on, from the cache or not.
