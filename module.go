@@ -318,12 +318,15 @@ func (h *Handler) serveMiss(w http.ResponseWriter, r *http.Request, token string
 		return h.reject(w, r, repl, p, aerr, sch)
 	}
 	if h.cache != nil {
-		e := newCachedToken(token, p, gen, claims)
-		claims = &e.claims
-		if stored, evicted := h.cache.put(token, e, now); !stored {
+		// A stored entry's claims are the compact copy, which this
+		// request shares with the later hits.
+		if e, evicted := h.cache.put(token, p, gen, claims, now); e == nil {
 			h.obs.metrics.cacheRefused.Inc()
-		} else if evicted {
-			h.obs.metrics.cacheEvicted.Inc()
+		} else {
+			claims = &e.claims
+			if evicted {
+				h.obs.metrics.cacheEvicted.Inc()
+			}
 		}
 	}
 	if aerr := revoked(r, p, token, now); aerr != nil {

@@ -220,13 +220,15 @@ func (e *cachedToken) is(token string, keep bool) bool {
 	return true
 }
 
-// put offers the entry of a verified token, under the token's hash. A
-// shard that is not full stores it; a full one replaces the entry its
-// CLOCK hand settles on if that one has expired or is used less often
-// than this token (or cannot be used: its key set changed), and
-// otherwise keeps it. It reports whether the entry
-// was stored, and whether an entry was dropped for it.
-func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, evicted bool) {
+// put offers a verified token, with the provider, key set generation and
+// claims that verified it. A shard that is not full stores it; a full
+// one replaces the entry its CLOCK hand settles on if that one is used
+// less often than this token or cannot be used (expired, or its key set
+// changed), and otherwise keeps it. The entry is made (newCachedToken)
+// only when it is stored: under churn most offers are not, and they cost
+// no digest and no compact copy. put returns the stored entry, or nil,
+// and whether another entry was dropped for it.
+func (c *tokenCache) put(token string, p *provider, gen uint64, claims *Claims, now time.Time) (e *cachedToken, evicted bool) {
 	h, s := c.locate(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -237,9 +239,10 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, e
 		// concurrent misses), or, with odds of 2^-64 under a secret seed,
 		// another token of the same hash: either way the slot is reused.
 		sl := &s.ring[i]
+		e = newCachedToken(token, p, gen, claims)
 		evicted = sl.e.digest != e.digest
 		sl.e = e
-		return true, evicted
+		return e, evicted
 	}
 	if len(s.ring) < s.limit {
 		if 2*(len(s.ring)+1) > len(s.index) {
@@ -249,15 +252,17 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, e
 		if len(s.ring) == cap(s.ring) {
 			s.grow()
 		}
+		e = newCachedToken(token, p, gen, claims)
 		s.ring = append(s.ring, cacheSlot{hash: h, e: e})
 		s.index[pos] = int32(len(s.ring))
-		return true, false
+		return e, false
 	}
 	i = s.victim(now)
 	sl := &s.ring[i]
 	if sl.e.usable(now) && !admits(freq, s.frequency(sl)) {
-		return false, false
+		return nil, false
 	}
+	e = newCachedToken(token, p, gen, claims)
 	old, _ := s.find(sl.hash)
 	s.unindex(old)
 	sl.hash, sl.e = h, e
@@ -266,7 +271,7 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) (stored, e
 	// The removal may have moved cells: probe again.
 	pos, _ = s.find(h)
 	s.index[pos] = int32(i + 1)
-	return true, true
+	return e, true
 }
 
 // usable reports whether a hit on the entry could be accepted at now

@@ -228,6 +228,18 @@ func TestTokenCacheSmallerThanShardCount(t *testing.T) {
 	}
 }
 
+// claimsUntil returns claims valid from an hour before now until until.
+func claimsUntil(now, until time.Time) *Claims {
+	return &Claims{notBefore: now.Add(-time.Hour), notAfter: until}
+}
+
+// store offers tok to c as the handler does, with claims valid from an
+// hour before now until until, at the instant at.
+func store(c *tokenCache, tok string, now, until, at time.Time) (stored, evicted bool) {
+	e, evicted := c.put(tok, nil, 0, claimsUntil(now, until), at)
+	return e != nil, evicted
+}
+
 // entryFor returns a cache entry for token, valid from an hour before
 // now until until.
 func entryFor(token string, now, until time.Time) *cachedToken {
@@ -247,7 +259,7 @@ func TestTokenCacheBoundIsExact(t *testing.T) {
 		c := newTokenCache(size)
 		stores, evictions := 0, 0
 		for i, tok := range tokens {
-			stored, evicted := c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
+			stored, evicted := store(c, tok, now, now.Add(time.Hour), now)
 			if stored {
 				stores++
 			}
@@ -274,7 +286,7 @@ func TestTokenCacheBoundIsExact(t *testing.T) {
 				last = tok
 			}
 		}
-		if stored, evicted := c.put(last, entryFor(last, now, now.Add(2*time.Hour)), now); !stored || evicted || c.len() != size {
+		if stored, evicted := store(c, last, now, now.Add(2*time.Hour), now); !stored || evicted || c.len() != size {
 			t.Fatalf("size %d: storing a cached token again: stored %v, evicted %v, %d entries", size, stored, evicted, c.len())
 		}
 		if e := c.get(last, now); e == nil || !e.claims.notAfter.Equal(now.Add(2*time.Hour)) {
@@ -291,12 +303,12 @@ func TestTokenCacheSecondChance(t *testing.T) {
 	hot, churn := tokens[0], tokens[1:]
 	now := time.Now()
 	c := newTokenCache(256)
-	c.put(hot, entryFor(hot, now, now.Add(time.Hour)), now)
+	store(c, hot, now, now.Add(time.Hour), now)
 	for i, tok := range churn {
 		if c.get(hot, now) == nil {
 			t.Fatalf("the token in use was evicted after %d other tokens", i)
 		}
-		c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
+		store(c, tok, now, now.Add(time.Hour), now)
 	}
 	if c.get(hot, now) == nil {
 		t.Fatalf("the token in use was evicted")
@@ -356,8 +368,8 @@ func TestTokenCacheExpiredGoFirst(t *testing.T) {
 	c := newTokenCache(2 * tokenCacheShards) // two entries per shard
 	toks := sameShard(c, fakeTokens(2000), 3)
 	live, dying, fresh := toks[0], toks[1], toks[2]
-	c.put(live, entryFor(live, now, now.Add(time.Hour)), now)
-	c.put(dying, entryFor(dying, now, now.Add(time.Minute)), now)
+	store(c, live, now, now.Add(time.Hour), now)
+	store(c, dying, now, now.Add(time.Minute), now)
 	// Both used: both reference bits set.
 	if c.get(live, now) == nil || c.get(dying, now) == nil {
 		t.Fatalf("stored tokens not found")
@@ -366,7 +378,7 @@ func TestTokenCacheExpiredGoFirst(t *testing.T) {
 	if c.get(dying, later) != nil {
 		t.Fatalf("an expired entry was returned")
 	}
-	if stored, evicted := c.put(fresh, entryFor(fresh, later, later.Add(time.Hour)), later); !stored || !evicted {
+	if stored, evicted := store(c, fresh, later, later.Add(time.Hour), later); !stored || !evicted {
 		t.Fatalf("a store into a full shard with an expired entry: stored %v, evicted %v", stored, evicted)
 	}
 	// CLOCK alone would have cleared both bits and then taken live, the
@@ -420,7 +432,7 @@ func TestTokenCacheIndexModel(t *testing.T) {
 				c.get(tok, now) // sets reference bits
 				continue
 			}
-			c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
+			store(c, tok, now, now.Add(time.Hour), now)
 		}
 		stored := map[tokenDigest]bool{}
 		for i := range c.nShards {
@@ -468,7 +480,7 @@ func TestTokenCacheConcurrent(t *testing.T) {
 					}
 					continue
 				}
-				c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
+				store(c, tok, now, now.Add(time.Hour), now)
 			}
 		})
 	}
@@ -750,7 +762,7 @@ func rotate(c *tokenCache, tokens []string, rounds int, now time.Time) float64 {
 		for _, tok := range tokens {
 			hit := c.get(tok, now) != nil
 			if !hit {
-				c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now)
+				store(c, tok, now, now.Add(time.Hour), now)
 			}
 			if r >= rounds/2 {
 				looks++
@@ -795,17 +807,17 @@ func TestTokenCacheAdmission(t *testing.T) {
 	c := newTokenCache(4 * tokenCacheShards) // four entries per shard
 	toks := sameShard(c, fakeTokens(20_000), 40)
 	for _, tok := range toks[:4] {
-		if stored, _ := c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now); !stored {
+		if stored, _ := store(c, tok, now, now.Add(time.Hour), now); !stored {
 			t.Fatalf("a shard that is not full refused a token")
 		}
 	}
 	// Entries stored and never used since: a new token gets in on its
 	// second use.
 	fresh := toks[4]
-	if stored, _ := c.put(fresh, entryFor(fresh, now, now.Add(time.Hour)), now); stored {
+	if stored, _ := store(c, fresh, now, now.Add(time.Hour), now); stored {
 		t.Fatalf("a token used once replaced an entry of the same use")
 	}
-	if stored, evicted := c.put(fresh, entryFor(fresh, now, now.Add(time.Hour)), now); !stored || !evicted {
+	if stored, evicted := store(c, fresh, now, now.Add(time.Hour), now); !stored || !evicted {
 		t.Fatalf("a token used twice did not replace an unused entry: stored %v, evicted %v", stored, evicted)
 	}
 
@@ -825,7 +837,7 @@ func TestTokenCacheAdmission(t *testing.T) {
 		}
 	}
 	for _, tok := range toks[5:20] {
-		if stored, _ := c.put(tok, entryFor(tok, now, now.Add(time.Hour)), now); stored {
+		if stored, _ := store(c, tok, now, now.Add(time.Hour), now); stored {
 			t.Fatalf("a token used once displaced an entry in use")
 		}
 	}
@@ -839,7 +851,7 @@ func TestTokenCacheAdmission(t *testing.T) {
 	heavy := toks[20]
 	stored := false
 	for i := range sketchMax {
-		if stored, _ = c.put(heavy, entryFor(heavy, now, now.Add(time.Hour)), now); stored {
+		if stored, _ = store(c, heavy, now, now.Add(time.Hour), now); stored {
 			break
 		}
 		if i == sketchMax-1 {
@@ -850,7 +862,7 @@ func TestTokenCacheAdmission(t *testing.T) {
 	// An expired entry is replaced by a token used once.
 	later := now.Add(2 * time.Hour)
 	once := toks[21]
-	if stored, evicted := c.put(once, entryFor(once, later, later.Add(time.Hour)), later); !stored || !evicted {
+	if stored, evicted := store(c, once, later, later.Add(time.Hour), later); !stored || !evicted {
 		t.Fatalf("a token used once did not replace an expired entry: stored %v, evicted %v", stored, evicted)
 	}
 }
