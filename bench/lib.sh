@@ -51,11 +51,14 @@ build() {
 	(cd "$REPO_DIR" && go build -o "$BIN_DIR/$1" "$2")
 }
 
-# free_port: prints a TCP port that nothing listens on at the moment.
+# free_port: prints a TCP port that nothing listens on at the moment,
+# below Linux's default ephemeral range (32768-60999): a port in that
+# range may be taken by a client socket (wrk's connections, their
+# TIME_WAIT) between this check and Caddy's bind.
 free_port() {
 	local p
 	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 30000))
+		p=$((10000 + RANDOM % 22000))
 		if ! ss -Hltn "sport = :$p" | grep -q .; then
 			echo "$p"
 			return
@@ -64,13 +67,17 @@ free_port() {
 	die "no free port found"
 }
 
-# wait_port PORT PID: waits until 127.0.0.1:PORT accepts connections.
+# wait_port PORT PID [LOG]: waits until 127.0.0.1:PORT accepts
+# connections; if the process exits first, shows the end of LOG.
 wait_port() {
 	for _ in $(seq 300); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return
 		fi
-		kill -0 "$2" 2>/dev/null || die "process $2 exited before listening on $1"
+		if ! kill -0 "$2" 2>/dev/null; then
+			[[ -n ${3:-} && -s $3 ]] && tail -n 5 "$3" >&2
+			die "process $2 exited before listening on $1"
+		fi
 		sleep 0.1
 	done
 	die "nothing listens on 127.0.0.1:$1"
@@ -83,7 +90,7 @@ start_caddy() {
 	"$1" run --config "$2" --adapter caddyfile >"$log_file" 2>&1 &
 	CADDY_PID=$!
 	PIDS+=("$CADDY_PID")
-	wait_port "$3" "$CADDY_PID"
+	wait_port "$3" "$CADDY_PID" "$log_file"
 }
 
 # stop_caddy PID: stops it and forgets it, so that the exit trap never
