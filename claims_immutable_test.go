@@ -3,6 +3,7 @@ package oauth2jwt
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -182,5 +183,73 @@ func TestRuleOnArrayClaimKeepsForwardedValue(t *testing.T) {
 		if got := res.placeholder("http.auth.jwt.claims.roles"); got != "Orders.Read,Orders.ReadWrite.All" {
 			t.Fatalf("request %d: roles placeholder = %q", i+1, got)
 		}
+	}
+}
+
+// TestCachedClaimsReadAsVerified sends payloads that take each of the
+// cached claims' forms twice, through the handler: an ordinary one (kept
+// as member offsets), one whose member names are spelled with escapes and
+// one with over 64 members (both keep the decoder's map). The cached
+// request's placeholders and Go API read exactly what the verified one
+// did, member by member and along dotted paths.
+func TestCachedClaimsReadAsVerified(t *testing.T) {
+	f := newAuthzFixture(t)
+	h := f.handler(t, &Handler{})
+	iss := f.idp.url()
+	now := time.Now().Unix()
+	common := fmt.Sprintf(`"iss":%q,"aud":"api","sub":"user-1","iat":%d,"exp":%d`, iss, now, now+3600)
+	many := common
+	for i := range 70 {
+		many += fmt.Sprintf(`,"c%d":%d`, i, i)
+	}
+	cases := []struct {
+		name, payload string
+		names         []string
+		compacted     bool
+	}{
+		{"ordinary", `{` + common + `,"scope":"read write","https://ns.example/roles":["admin","ops"],"org":{"id":"o1","a.b":{"c":true}},"n":1.5e3}`,
+			[]string{"sub", "scope", "https://ns.example/roles", "org", "org.id", "org.a.b", "org.a.b.c", "n", "nope", "org.nope"}, true},
+		{"escaped names", `{` + common + `,"n\u0061me":"Ann","r\u00f4le":"x","sc\/pe":"s"}`,
+			[]string{"sub", "name", "rôle", "sc/pe", "n\\u0061me"}, false},
+		{"over 64 members", `{` + many + `}`, []string{"sub", "c0", "c69", "c70"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := compact(`{"alg":"ES256","kid":"authz","typ":"JWT"}`, tc.payload, f.key.signer(t))
+			var first map[string]string
+			for i := range 2 {
+				res := serve(t, h, bearer(tok))
+				if res.status != http.StatusOK {
+					t.Fatalf("request %d: status %d (%v)", i+1, res.status, res.err)
+				}
+				c, ok := ClaimsFromRequest(res.nextSeen)
+				if !ok {
+					t.Fatalf("request %d: no claims", i+1)
+				}
+				got := map[string]string{"json": string(c.JSON()), "user": res.placeholder("http.auth.user.id")}
+				for _, n := range tc.names {
+					raw, ok := c.Raw(n)
+					got["p:"+n] = res.placeholder("http.auth.jwt.claims." + n)
+					got["s:"+n] = c.String(n)
+					got["r:"+n] = fmt.Sprint(ok, string(raw))
+					got["l:"+n] = strings.Join(c.Strings(n), "|")
+				}
+				if i == 0 {
+					first = got
+					continue
+				}
+				for k, v := range first {
+					if got[k] != v {
+						t.Errorf("%s: cached %q, verified %q", k, got[k], v)
+					}
+				}
+				if (c.top == nil) != tc.compacted {
+					t.Errorf("cached claims compacted %v, want %v", c.top == nil, tc.compacted)
+				}
+			}
+			if first["p:sub"] != "user-1" || first["user"] != "user-1" {
+				t.Fatalf("sub read as %q", first["p:sub"])
+			}
+		})
 	}
 }
