@@ -57,10 +57,10 @@ const tokenCacheShards = 64
 // an entry's frequency is its sketch count plus its hits; every
 // agingFactor x limit offers, the counts are halved, so old popularity
 // fades. An expired victim is always replaced, and so is one whose key
-// set has changed. Without this, more
-// distinct tokens in rotation than the cache holds would replace every
-// entry before its next use (no hits at all); with it, the cache keeps a
-// stable part of them and hits on those. A new token in a full cache is
+// set has changed. Without this, more distinct tokens in rotation than
+// the cache holds would replace every entry before its next use (no hits
+// at all); with it, the cache keeps a stable part of them and hits on
+// those. A new token in a full cache is
 // admitted after a few uses, once it outweighs an unused entry.
 type tokenCache struct {
 	seed    maphash.Seed
@@ -103,7 +103,7 @@ const (
 )
 
 // cacheSlot is one ring position: the hash the index knows it by, its
-// entry, and the reference bit.
+// entry, its recent hits (the admission weight) and the reference bit.
 type cacheSlot struct {
 	hash uint64
 	e    *cachedToken
